@@ -1,0 +1,143 @@
+"""IPSLoss against hand computations, and how the seed's loss differs."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from patchswap import IPSLoss, distillation_kl, soft_cross_entropy
+
+SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed_ips.py"
+
+ZA = [[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]]
+ZB = [[1.0, 1.5, 0.0], [-0.5, 0.2, 2.0]]
+Y = [0, 2]
+
+
+def _softmax(z, t=1.0):
+    e = [math.exp(v / t) for v in z]
+    s = sum(e)
+    return [v / s for v in e]
+
+
+def _kl(p, q):
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+
+
+def _hand(t=4.0, alpha=1.0, gamma=1.0, direction="symmetric", t2=True):
+    ce = 0.0
+    kd_rows = []
+    teacher_a = 0
+    for za, zb, y in zip(ZA, ZB, Y, strict=True):
+        ce += (-math.log(_softmax(za)[y]) - math.log(_softmax(zb)[y])) / 2
+        pa, pb = _softmax(za, t), _softmax(zb, t)
+        a_teaches, b_teaches = _kl(pa, pb), _kl(pb, pa)
+        a_conf = _softmax(za)[y] >= _softmax(zb)[y]
+        teacher_a += a_conf
+        if direction == "symmetric":
+            kd_rows.append((a_teaches + b_teaches) / 2)
+        else:
+            kd_rows.append(a_teaches if a_conf else b_teaches)
+    scale = t * t if t2 else 1.0
+    ce /= len(Y)
+    kd = scale * sum(kd_rows) / len(Y)
+    return gamma * ce + alpha * kd, ce, kd, teacher_a / len(Y)
+
+
+@pytest.mark.parametrize("direction", ["symmetric", "confident"])
+@pytest.mark.parametrize(("t", "alpha", "gamma", "t2"), [(4.0, 1.0, 1.0, True), (2.0, 0.5, 2.0, False)])
+def test_matches_a_hand_computation(direction, t, alpha, gamma, t2):
+    out = IPSLoss(temperature=t, alpha=alpha, gamma=gamma, direction=direction, t2_scaling=t2)(
+        torch.tensor(ZA), torch.tensor(ZB), torch.tensor(Y)
+    )
+    loss, ce, kd, frac = _hand(t, alpha, gamma, direction, t2)
+    assert out.loss.item() == pytest.approx(loss, rel=1e-5)
+    assert out.ce.item() == pytest.approx(ce, rel=1e-5)
+    assert out.kd.item() == pytest.approx(kd, rel=1e-5)
+    assert out.teacher_a_fraction.item() == pytest.approx(frac)
+
+
+def test_golden_value_of_the_default_loss():
+    out = IPSLoss()(torch.tensor(ZA), torch.tensor(ZB), torch.tensor(Y))
+    assert out.loss.item() == pytest.approx(1.1300537, abs=1e-6)  # from _hand(), pure Python
+
+
+def test_probability_targets_equal_index_targets_when_one_hot_and_compose_with_smoothing():
+    za, zb, y = torch.tensor(ZA), torch.tensor(ZB), torch.tensor(Y)
+    loss = IPSLoss(direction="confident")
+    assert torch.allclose(loss(za, zb, y).loss, loss(za, zb, F.one_hot(y, 3).float()).loss)
+    smooth = 0.9 * F.one_hot(y, 3).float() + 0.1 / 3
+    assert torch.allclose(IPSLoss(label_smoothing=0.1)(za, zb, y).loss, IPSLoss()(za, zb, smooth).loss)
+
+
+def test_teacher_side_gets_no_gradient_from_kd_when_detached():
+    za = torch.tensor(ZA, requires_grad=True)
+    zb = torch.tensor(ZB, requires_grad=True)
+    kl = distillation_kl(zb, za)  # a teaches b
+    kl.backward()
+    assert za.grad is None and zb.grad is not None and zb.grad.abs().sum() > 0
+    za.grad = zb.grad = None
+    distillation_kl(zb, za, detach_teacher=False).backward()
+    assert za.grad is not None and za.grad.abs().sum() > 0
+
+
+def test_confident_direction_only_moves_the_less_confident_view_through_kd():
+    za = torch.tensor(ZA, requires_grad=True)
+    zb = torch.tensor(ZB, requires_grad=True)
+    # gamma = 0 isolates the KD term; row 0: a is more confident on class 0, so only b's row 0 moves.
+    IPSLoss(gamma=0.0, direction="confident")(za, zb, torch.tensor(Y)).loss.backward()
+    assert torch.all(za.grad[0] == 0) and zb.grad[0].abs().sum() > 0
+    assert torch.all(zb.grad[1] == 0) and za.grad[1].abs().sum() > 0
+
+
+def test_kl_is_computed_in_float32_under_autocast():
+    za = torch.tensor(ZA).bfloat16()
+    zb = torch.tensor(ZB).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = IPSLoss()(za, zb, torch.tensor(Y))
+    assert out.loss.dtype == torch.float32
+    ref = IPSLoss()(za.float(), zb.float(), torch.tensor(Y))
+    assert out.loss.item() == pytest.approx(ref.loss.item(), rel=1e-6)
+    assert soft_cross_entropy(za, torch.tensor(Y)).dtype == torch.float32
+
+
+def test_bad_input_is_reported():
+    loss = IPSLoss()
+    za, zb, y = torch.tensor(ZA), torch.tensor(ZB), torch.tensor(Y)
+    with pytest.raises(ValueError, match="must both be"):
+        loss(za, zb[:, :2], y)
+    with pytest.raises(ValueError, match="labels for 2 logits rows"):
+        loss(za, zb, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="must be integers"):
+        loss(za, zb, torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match=r"\[N, num_classes\]"):
+        loss(za, zb, torch.ones(2, 4) / 4)
+    with pytest.raises(ValueError, match="direction must be one of"):
+        IPSLoss(direction="both")
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        IPSLoss(temperature=0)
+
+
+@pytest.mark.skipif(not SEED_FILE.exists(), reason="../shared/reference/seed_ips.py is absent")
+def test_how_the_seed_loss_differs():
+    """The seed's SelfDistillationLoss: its second KL passes probabilities where kl_div expects
+    log-probabilities (and log-probabilities as the target), which makes that term NaN; it has
+    no T^2 factor and never stops the gradient."""
+    spec = importlib.util.spec_from_file_location("seed_ips", SEED_FILE)
+    seed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seed)
+    za = torch.tensor(ZA, requires_grad=True)
+    zb = torch.tensor(ZB, requires_grad=True)
+    y = torch.tensor(Y)
+    seed_loss = seed.SelfDistillationLoss(temperature=4.0)(za, zb, y)
+    assert torch.isnan(seed_loss), "the misused kl_div gives NaN (log of a negative 'probability')"
+    # Its first KL term alone is KL(p_b || p_a) at T, without T^2, with gradient into b (the 'teacher').
+    t = 4.0
+    first = F.kl_div(F.log_softmax(za / t, 1), F.softmax(zb / t, 1), reduction="batchmean")
+    ours = distillation_kl(za, zb, t, t2_scaling=False)
+    assert first.item() == pytest.approx(ours.item(), rel=1e-5)
+    first.backward()
+    assert zb.grad is not None and zb.grad.abs().sum() > 0  # no stop-gradient in the seed

@@ -1,0 +1,17 @@
+"""Model zoo: CIFAR networks from the distillation literature plus timm / torchvision by name.
+
+``create_model("resnet18", num_classes=100)`` builds a zoo network; ``"timm:<name>"`` and
+``"torchvision:<name>"`` reach those libraries. Every model returns logits ``[N, num_classes]``.
+Importing this package registers the zoo (each module decorates its builders with ``@register_model``).
+"""
+
+from patchswap.models import (  # noqa: F401  (imported for their @register_model side effects)
+    cifar_resnet,
+    mobilenetv2,
+    shufflenetv2,
+    vgg,
+    wide_resnet,
+)
+from patchswap.models.registry import available_models, create_model, load_pretrained, register_model
+
+__all__ = ["available_models", "create_model", "load_pretrained", "register_model"]

@@ -1,0 +1,322 @@
+"""One registry for every network the engine can train, plus local-checkpoint loading.
+
+The CIFAR zoo lives in a single dict filled by the ``@register_model`` decorator, so adding an
+architecture is one builder function and one decorator line. Anything else comes from timm or
+torchvision through a ``"timm:"`` / ``"torchvision:"`` name prefix; those libraries are imported only
+when such a name is asked for, so the zoo works without them.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ModelBuilder",
+    "available_models",
+    "create_model",
+    "load_pretrained",
+    "register_model",
+]
+
+ModelBuilder = Callable[..., nn.Module]
+"""A zoo builder: ``builder(num_classes=..., in_chans=..., **kwargs) -> nn.Module``."""
+
+_MODEL_REGISTRY: dict[str, ModelBuilder] = {}
+
+TIMM_PREFIX = "timm:"
+TORCHVISION_PREFIX = "torchvision:"
+
+# Checkpoint key prefixes left by wrappers: a LightningModule holding ``self.model`` and DataParallel.
+_WRAPPER_PREFIXES = ("model.", "module.")
+# How many offending keys an error message lists before eliding the rest.
+_MAX_KEYS_SHOWN = 8
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator adding a zoo builder under ``name`` (lowercase); duplicate names are a bug, so raise."""
+    key = name.strip().lower()
+    if not key or ":" in key:
+        raise ValueError(f"invalid model name {name!r}: must be non-empty and contain no ':'")
+
+    def decorator(builder: ModelBuilder) -> ModelBuilder:
+        if key in _MODEL_REGISTRY:
+            raise ValueError(f"model {key!r} is already registered (by {_MODEL_REGISTRY[key].__module__})")
+        _MODEL_REGISTRY[key] = builder
+        return builder
+
+    return decorator
+
+
+def available_models() -> list[str]:
+    """Sorted zoo names, followed by the two prefix patterns that reach timm and torchvision."""
+    return sorted(_MODEL_REGISTRY) + [
+        f"{TIMM_PREFIX}<any timm model>",
+        f"{TORCHVISION_PREFIX}<any torchvision classification model>",
+    ]
+
+
+def create_model(
+    name: str,
+    num_classes: int,
+    *,
+    in_chans: int = 3,
+    pretrained: str | Path | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a classifier returning logits ``[N, num_classes]``.
+
+    ``name`` is a zoo name (see :func:`available_models`), ``"timm:<name>"`` or
+    ``"torchvision:<name>"``. Weights are never downloaded: ``pretrained`` is a path to a local
+    ``.safetensors`` / ``.pt`` / ``.ckpt`` file whose tensors are loaded after building (a classifier
+    whose size differs is skipped with a warning, so fine-tuning on a new label set works).
+    Extra ``kwargs`` go to the zoo builder or to the timm/torchvision constructor.
+    """
+    _check_positive_int("num_classes", num_classes)
+    _check_positive_int("in_chans", in_chans)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"model name must be a non-empty string, got {name!r}")
+    name = name.strip()
+
+    if name.lower().startswith(TIMM_PREFIX):
+        model = _create_timm(name[len(TIMM_PREFIX) :], num_classes, in_chans, kwargs)
+    elif name.lower().startswith(TORCHVISION_PREFIX):
+        model = _create_torchvision(name[len(TORCHVISION_PREFIX) :], num_classes, in_chans, kwargs)
+    else:
+        builder = _MODEL_REGISTRY.get(name.lower())
+        if builder is None:
+            raise ValueError(
+                f"unknown model {name!r}. Zoo models: {', '.join(sorted(_MODEL_REGISTRY))}. "
+                f"Any timm model is available as '{TIMM_PREFIX}<name>' (e.g. '{TIMM_PREFIX}resnet18') "
+                f"and any torchvision classification model as '{TORCHVISION_PREFIX}<name>' "
+                f"(e.g. '{TORCHVISION_PREFIX}resnet18')."
+            )
+        model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+    if pretrained is not None:
+        load_pretrained(model, pretrained)
+    return model
+
+
+def _check_positive_int(what: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
+
+
+# --------------------------------------------------------------------------- timm / torchvision
+
+
+def _create_timm(arch: str, num_classes: int, in_chans: int, kwargs: dict[str, Any]) -> nn.Module:
+    """timm sizes the head and the input stem itself; its pretrained download is always off."""
+    if not arch:
+        raise ValueError(f"empty timm model name; use '{TIMM_PREFIX}<name>', e.g. '{TIMM_PREFIX}resnet18'")
+    try:
+        import timm
+    except ImportError as err:  # pragma: no cover - timm is an app dependency
+        raise ValueError(f"'{TIMM_PREFIX}{arch}' needs timm installed (pip install timm)") from err
+    try:
+        return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except RuntimeError as err:
+        if "unknown model" in str(err).lower():
+            raise ValueError(
+                f"timm: {err}. Hint: list candidates with timm.list_models('*{arch.split('.')[0]}*')."
+            ) from err
+        raise
+
+
+def _create_torchvision(arch: str, num_classes: int, in_chans: int, kwargs: dict[str, Any]) -> nn.Module:
+    """torchvision has no ``in_chans`` argument, so a non-RGB input gets its first conv rebuilt."""
+    if not arch:
+        raise ValueError(
+            f"empty torchvision model name; use '{TORCHVISION_PREFIX}<name>', "
+            f"e.g. '{TORCHVISION_PREFIX}resnet18'"
+        )
+    try:
+        import torchvision
+    except ImportError as err:  # pragma: no cover - torchvision is an app dependency
+        raise ValueError(f"'{TORCHVISION_PREFIX}{arch}' needs torchvision installed") from err
+    if kwargs.pop("weights", None) is not None:
+        raise ValueError("torchvision weights are never downloaded; pass pretrained='path/to/local/file'")
+
+    # Only top-level (classification) builders: detection/segmentation models take other arguments.
+    classification = torchvision.models.list_models(module=torchvision.models)
+    if arch.lower() not in classification:
+        try:
+            torchvision.models.get_model_builder(arch.lower())
+            message = f"{arch!r} is a torchvision model but not an image classification model"
+        except ValueError as err:
+            message = str(err)
+        raise ValueError(
+            f"torchvision: {message}. Hint: torchvision.models.list_models(module=torchvision.models) "
+            "lists the classification models."
+        )
+    if in_chans != 3 and kwargs.get("transform_input"):
+        raise _transform_input_error(arch, in_chans)  # fail before paying for the build
+    model = torchvision.models.get_model(arch.lower(), weights=None, num_classes=num_classes, **kwargs)
+    if in_chans != 3:
+        _replace_input_conv(model, in_chans, arch)
+    return model
+
+
+def _replace_input_conv(model: nn.Module, in_chans: int, arch: str) -> None:
+    """Swap the first RGB convolution for one reading ``in_chans`` channels, other settings unchanged.
+
+    The new kernel is derived from the model's own initial kernel (channels summed for 1 channel, tiled
+    and rescaled otherwise, as timm's ``adapt_input_conv`` does) so the model's init scheme is kept.
+    """
+    if getattr(model, "transform_input", False):
+        raise _transform_input_error(arch, in_chans)
+    first = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None or first[1].in_channels != 3 or first[1].groups != 1:
+        raise ValueError(
+            f"torchvision:{arch} does not start with a plain 3-channel nn.Conv2d, so in_chans={in_chans} "
+            "is not supported for it; use in_chans=3 or a timm model (timm supports in_chans natively)"
+        )
+    path, old = first
+    new = nn.Conv2d(
+        in_chans,
+        old.out_channels,
+        kernel_size=old.kernel_size,  # type: ignore[arg-type]
+        stride=old.stride,  # type: ignore[arg-type]
+        padding=old.padding,  # type: ignore[arg-type]
+        dilation=old.dilation,  # type: ignore[arg-type]
+        groups=old.groups,
+        bias=old.bias is not None,
+        padding_mode=old.padding_mode,
+    )
+    with torch.no_grad():
+        weight = old.weight
+        if in_chans == 1:
+            new.weight.copy_(weight.sum(dim=1, keepdim=True))
+        else:
+            repeats = -(-in_chans // 3)
+            new.weight.copy_(weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (3 / in_chans))
+        if old.bias is not None:
+            new.bias.copy_(old.bias)  # type: ignore[union-attr]
+    parent_path, _, attr = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, attr, new)
+
+
+def _transform_input_error(arch: str, in_chans: int) -> ValueError:
+    return ValueError(
+        f"torchvision:{arch} re-normalises RGB input (transform_input=True), so it cannot take "
+        f"in_chans={in_chans}; pass transform_input=False or use another model"
+    )
+
+
+# --------------------------------------------------------------------------- local checkpoints
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a local checkpoint into ``model`` in place (and return it).
+
+    Accepts a bare state_dict, or a dict holding it under ``"state_dict"`` (Lightning) or ``"model"``;
+    a ``model.`` / ``module.`` prefix from wrapper modules is stripped. Tensors whose shape differs
+    from the model's (typically the classifier after a label-set change) are skipped with a warning;
+    any other missing or unexpected key is an error, because silently half-loading a backbone would
+    only show up as poor accuracy much later.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"pretrained weights file not found: {str(path)!r}")
+
+    if file.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        raw: Any = load_file(str(file), device="cpu")
+    else:
+        try:
+            raw = torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(
+                f"{str(file)!r} could not be loaded safely with torch.load(weights_only=True): it is not a "
+                "checkpoint or holds objects that are unsafe to unpickle; re-save just the tensors, e.g. "
+                f"torch.save(model.state_dict(), path). torch said: {first_line}"
+            ) from err
+
+    state = _extract_state_dict(raw, file)
+    state = _strip_wrapper_prefix(state, model)
+
+    own = model.state_dict()
+    filtered = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    mismatched = [
+        f"{k} (checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)})"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
+    unexpected = [k for k in state if k not in own]
+    # BatchNorm's step counter is not a learned quantity; older checkpoints lack it.
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {_shorten(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {_shorten(unexpected)}")
+        raise ValueError(
+            f"checkpoint {str(file)!r} does not match the {type(model).__name__} architecture; "
+            + "; ".join(parts)
+            + ". Was it saved from a different model name or in_chans?"
+        )
+    if mismatched:
+        warnings.warn(
+            f"pretrained weights from {str(file)!r}: skipped {len(mismatched)} tensor(s) with a different "
+            f"shape (left at their fresh initialisation): {_shorten(mismatched)}",
+            stacklevel=2,
+        )
+    model.load_state_dict(filtered, strict=False)
+    return model
+
+
+def _extract_state_dict(raw: Any, file: Path) -> dict[str, torch.Tensor]:
+    if isinstance(raw, Mapping):
+        for wrapper in ("state_dict", "model"):
+            inner = raw.get(wrapper)
+            if isinstance(inner, Mapping):
+                raw = inner
+                break
+        tensors = {str(k): v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors
+    raise ValueError(
+        f"{str(file)!r} holds no state_dict: expected a mapping of tensors, or a dict with one under "
+        f"'state_dict' or 'model' (got {type(raw).__name__})"
+    )
+
+
+def _strip_wrapper_prefix(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Remove a ``model.``/``module.`` prefix the target model itself does not use.
+
+    A LightningModule may hold more than ``self.model`` (an EMA copy, loss buffers); those keys do not
+    belong to the network, so they are dropped with a warning rather than reported as unexpected.
+    """
+    own_keys = model.state_dict().keys()
+    stripped = True
+    while stripped:  # e.g. "model.module." from a Lightning module around a DataParallel model
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if any(k.startswith(prefix) for k in own_keys) or not any(k.startswith(prefix) for k in state):
+                continue
+            dropped = [k for k in state if not k.startswith(prefix)]
+            if dropped:
+                warnings.warn(
+                    f"checkpoint keys are prefixed with {prefix!r}; ignoring {len(dropped)} key(s) outside "
+                    f"it: {_shorten(dropped)}",
+                    stacklevel=3,
+                )
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            stripped = True
+    return state
+
+
+def _shorten(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_KEYS_SHOWN])
+    return shown + (f", ... (+{len(keys) - _MAX_KEYS_SHOWN} more)" if len(keys) > _MAX_KEYS_SHOWN else "")

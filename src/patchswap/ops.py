@@ -383,7 +383,9 @@ class PatchSwap:
         self.grid, self.patch_size, self.prob = grid, patch_size, prob
         self.k_rule, self.ratio, self.beta = k_rule, ratio, tuple(beta)
 
-    def __call__(self, x_a: Tensor, x_b: Tensor, generator: torch.Generator | None = None) -> SwapResult:
+    def __call__(
+        self, x_a: Tensor, x_b: Tensor, generator: torch.Generator | None = None, inplace: bool = False
+    ) -> SwapResult:
         return patch_swap(
             x_a,
             x_b,
@@ -394,17 +396,23 @@ class PatchSwap:
             ratio=self.ratio,
             beta=self.beta,
             generator=generator,
+            inplace=inplace,
         )
 
-    def swap_batch(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, SwapResult]:
-        """Swap a ``[2N, ...]`` batch laid out as N anchors then their N partners."""
+    def swap_batch(
+        self, x: Tensor, generator: torch.Generator | None = None, inplace: bool = False
+    ) -> tuple[Tensor, SwapResult]:
+        """Swap a ``[2N, ...]`` batch laid out as N anchors then their N partners.
+
+        With ``inplace=True`` the batch itself is rewritten and returned (no copy, no concatenation).
+        """
         if x.shape[0] % 2:
             raise ValueError(
                 f"swap_batch needs an even batch [anchors..., partners...], got {x.shape[0]} rows"
             )
         n = x.shape[0] // 2
-        res = self(x[:n], x[n:], generator)
-        return torch.cat([res.a, res.b]), res
+        res = self(x[:n], x[n:], generator, inplace=inplace)
+        return (x if inplace else torch.cat([res.a, res.b])), res
 
     def __repr__(self) -> str:
         where = f"patch_size={self.patch_size}" if self.patch_size is not None else f"grid={self.grid}"

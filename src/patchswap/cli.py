@@ -1,0 +1,261 @@
+"""``patchswap`` command line: train | eval | show-pairs.
+
+Every config key is a flag (``--section.key VALUE``, e.g. ``--optim.lr 0.1 --ips.prob 0.25``) whose
+help shows its default; ``--config FILE`` loads YAML first and flags override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+# Short flags for the options people type most; each maps to a config key.
+ALIASES = {
+    "--data": "data.name",
+    "--data-dir": "data.data_dir",
+    "--download": "data.download",
+    "--val-split": "data.val_split",
+    "--batch-size": "data.batch_size",
+    "--model": "model.name",
+    "--method": "method",
+    "--epochs": "trainer.epochs",
+    "--seed": "trainer.seed",
+    "--lr": "optim.lr",
+    "--run-dir": "trainer.run_dir",
+    "--accelerator": "trainer.accelerator",
+    "--devices": "trainer.devices",
+    "--precision": "trainer.precision",
+}
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The ``# comment`` after each dataclass field: one place documents a key for YAML and --help."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    out = {}
+    for line in source.splitlines():
+        m = re.match(r"\s+(\w+)\s*:[^=]*=.*?#\s*(.+)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    return re.sub(r"\btyping\.|<class '(\w+)'>", lambda m: m.group(1) or "", str(tp))
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    import dataclasses
+
+    from patchswap.engine.config import SECTIONS, RunConfig, section_fields
+    from patchswap.methods import available_methods, method_class
+
+    parser.add_argument(
+        "--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable)"
+    )
+    short = parser.add_argument_group("common options (short forms of config keys)")
+    for flag, key in ALIASES.items():
+        short.add_argument(flag, dest=f"cfg:{key}", default=argparse.SUPPRESS, metavar="V", help=f"= --{key}")
+    defaults = RunConfig()
+    sections: dict[str, tuple[type, Any, str]] = {
+        name: (cls, getattr(defaults, name), f"{name} options") for name, cls in SECTIONS.items()
+    }
+    for name in available_methods():
+        cls = method_class(name)
+        doc = (inspect.getdoc(sys.modules[cls.__module__]) or "").splitlines()[0]
+        sections[name] = (cls.Options, defaults.methods[name], f"method {name!r} options: {doc}")
+    group = parser.add_argument_group("method")
+    group.add_argument(
+        "--method.name",
+        dest="cfg:method",
+        default=argparse.SUPPRESS,
+        metavar="NAME",
+        help=f"training method: {', '.join(available_methods())} (default: {defaults.method})",
+    )
+    for name, (cls, default_obj, title) in sections.items():
+        group = parser.add_argument_group(title)
+        comments = _field_comments(cls)
+        for f in dataclasses.fields(cls):
+            tp = section_fields(cls)[f.name]
+            default = getattr(default_obj, f.name)
+            text = comments.get(f.name, "")
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            group.add_argument(
+                f"--{name}.{f.name}",
+                dest=f"cfg:{name}.{f.name}",
+                default=argparse.SUPPRESS,
+                metavar=_type_name(tp).replace(" ", ""),
+                help=f"{text} (default: {shown})" if text else f"(default: {shown})",
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="patchswap",
+        description="Teacher-free self-distillation with Intra-class Patch Swap (IPS).",
+        allow_abbrev=False,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train",
+        help="train a model (default: IPS on the embedded digits data)",
+        description="Train a model. Flags override --config files; the run dir keeps the resolved config.",
+        allow_abbrev=False,
+    )
+    train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a killed or finished run from its last checkpoint"
+    )
+    _add_config_flags(train)
+
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a run directory or checkpoint (accuracy, NLL, ECE)",
+        description="Evaluate a checkpoint on its run's test (or val) split, using the config saved in it.",
+        allow_abbrev=False,
+    )
+    ev.add_argument("target", metavar="RUN_DIR_or_CHECKPOINT")
+    ev.add_argument("--split", choices=["test", "val"], default="test", help="which split (default: test)")
+    ev.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. data.data_dir=/data",
+    )
+
+    show = sub.add_parser(
+        "show-pairs",
+        help="write a PNG of same-class pairs and their swapped versions",
+        description="Rows: anchors, partners, swapped anchors, swapped partners (data, ips options apply).",
+        allow_abbrev=False,
+    )
+    show.add_argument("--pairs", type=int, default=8, help="how many pairs to show (default: 8)")
+    show.add_argument("--out", default="pairs.png", help="output PNG (default: pairs.png)")
+    show.add_argument("--scale", type=int, default=0, help="upscale factor for small images (default: auto)")
+    _add_config_flags(show)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    return {k.removeprefix("cfg:"): v for k, v in vars(args).items() if k.startswith("cfg:")}
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    def pct(d: dict[str, float], k: str) -> str:
+        return f"{100 * d[k]:.2f}%" if k in d else "-"
+
+    print()
+    print(f"run        {summary['run_dir']}")
+    print(f"data       {summary['data']}")
+    print(f"method     {summary['method']} | model {summary['model']} | seed {summary['seed']}")
+    print(
+        f"epochs     {summary['epochs_run']} "
+        f"(best epoch {summary['best_epoch']}, selected on {summary['selected_on']})"
+    )
+    for split in ("val", "test"):
+        m = summary[split]
+        if m:
+            print(
+                f"{split:<10} acc {pct(m, 'acc')} | NLL {m.get('nll', float('nan')):.4f} "
+                f"| ECE {pct(m, 'ece')}"
+            )
+    print(
+        f"speed      {summary['train_images_per_s']} images/s over {summary['train_seconds']} s of training"
+    )
+    print(f"files      {summary['run_dir']}/summary.json, metrics.csv, curves.png, checkpoints/")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from patchswap.engine.config import load_config
+    from patchswap.engine.run import resume, train
+
+    overrides = _overrides(args)
+    if args.resume:
+        if args.config:
+            raise SystemExit("--resume uses the config saved in the run directory; drop --config")
+        summary = resume(args.resume, overrides)
+    else:
+        summary = train(load_config(args.config, overrides))
+    if summary:
+        _print_summary(summary)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from patchswap.engine.run import evaluate
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key] = value
+    print(json.dumps(evaluate(args.target, split=args.split, overrides=overrides), indent=2))
+    return 0
+
+
+def _cmd_show_pairs(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+    from torchvision.utils import make_grid, save_image
+
+    from patchswap import ClassPairBatchSampler, dataset_labels
+    from patchswap.engine.config import load_config
+    from patchswap.engine.run import _build_bundle
+    from patchswap.methods import create_method
+
+    cfg = load_config(args.config, _overrides(args))
+    bundle = _build_bundle(cfg)
+    ips = create_method("ips", **dataclasses.asdict(cfg.methods["ips"]))
+    sampler = ClassPairBatchSampler(
+        dataset_labels(bundle.train), args.pairs, seed=cfg.trainer.seed, drop_last=False
+    )
+    idx = next(iter(sampler))
+    images = torch.stack([torch.as_tensor(bundle.train[i][0]) for i in idx])
+    n = len(idx) // 2
+    gen = torch.Generator().manual_seed(cfg.trainer.seed)
+    res = ips.swap(images[:n], images[n:], gen)
+    grid = torch.cat([images[:n], images[n:], res.a, res.b]).float() / 255
+    if grid.shape[1] == 1:
+        grid = grid.expand(-1, 3, -1, -1)
+    scale = args.scale or max(1, 96 // max(grid.shape[-2:]))
+    if scale > 1:
+        grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="nearest")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(grid, nrow=n, padding=2, pad_value=1.0), out)
+    classes = [bundle.classes[int(bundle.train[i][1])] for i in idx[:n]]
+    print(f"wrote {out}: rows = anchors, partners, swapped anchors, swapped partners; classes {classes}")
+    print(f"swapped share of each pair: {[round(float(f), 2) for f in res.fraction]}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from patchswap.data import DatasetNotFoundError
+    from patchswap.engine.checkpoint import CheckpointError
+    from patchswap.engine.config import ConfigError
+    from patchswap.engine.run import RunError
+
+    handlers = {"train": _cmd_train, "eval": _cmd_eval, "show-pairs": _cmd_show_pairs}
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, RunError, CheckpointError, DatasetNotFoundError, ValueError, FileNotFoundError) as e:
+        print(f"patchswap {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

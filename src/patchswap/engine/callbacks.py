@@ -1,0 +1,86 @@
+"""Callbacks that make a run directory self-explanatory: per-epoch metrics.csv, and a fault hook for tests."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+__all__ = ["FAULT_ENV", "EpochMetricsCSV", "FaultInjection"]
+
+FAULT_ENV = "PATCHSWAP_FAULT_AT_STEP"
+
+
+def _scalar(value: Any) -> float:
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+class EpochMetricsCSV(L.Callback):
+    """One row per epoch in ``metrics.csv`` (train and val metrics, lr, throughput).
+
+    Appends across resumes; rows of epochs that a resumed run repeats are dropped first, so the
+    file always describes the weights the run directory holds.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def _read(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with self.path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        keys: list[str] = []
+        for row in rows:
+            keys += [k for k in row if k not in keys]
+        head = [k for k in ("epoch", "step") if k in keys]
+        keys = head + sorted(k for k in keys if k not in head)
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            rows = [r for r in self._read() if int(r["epoch"]) < trainer.current_epoch]
+            if rows or self.path.exists():
+                self._write(rows)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs before the module's own epoch-end hook, so throughput is measured and logged here.
+        throughput = getattr(pl_module, "epoch_throughput", None)
+        if throughput is not None:
+            images, seconds = throughput()
+            world = max(1, trainer.world_size)
+            pl_module.log("train/images_per_s", world * images / max(seconds, 1e-9), sync_dist=True)
+            pl_module.log("train/epoch_seconds", seconds, sync_dist=True)
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        for key, value in trainer.callback_metrics.items():
+            if key.endswith("_step") or key == "img/s":
+                continue
+            row[key.removesuffix("_epoch")] = round(_scalar(value), 6)
+        self._write(self._read() + [row])
+
+
+class FaultInjection(L.Callback):
+    """Kills the process with SIGKILL at a global step, when ``PATCHSWAP_FAULT_AT_STEP`` is set.
+
+    Exists for the resume tests: a real kill, not an exception Lightning could tidy up after.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)

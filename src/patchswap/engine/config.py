@@ -1,0 +1,274 @@
+"""Run configuration: typed sections, YAML files, command-line overrides, strict validation.
+
+One source of truth: the dataclasses below. The YAML schema, the ``--section.key`` flags and their
+``--help`` text all come from them, and any key they do not know is an error with a suggestion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from patchswap.methods import available_methods, method_class
+
+__all__ = ["ConfigError", "RunConfig", "apply_mapping", "load_config", "parse_value", "section_fields"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user must fix (unknown key, bad value, bad file)."""
+
+
+@dataclass
+class DataSection:
+    name: str = (
+        "digits"  # digits, cifar10, cifar100, mnist, fashion-mnist, svhn, stl10, npz:PATHS, folder:DIR
+    )
+    data_dir: str = "./data"  # where torchvision datasets live (or are downloaded to)
+    download: bool = False  # let torchvision download a named dataset (needs a network)
+    val_split: float = 0.1  # fraction (or count) of training images held out for every selection
+    test_split: float | None = None  # carve a test split (fraction or count) when the data has none
+    split_seed: int = 0  # seeds the val/test carve-outs only, so all training seeds share them
+    train_subset: int | None = None  # keep this many training images (stratified)
+    image_size: int | None = None  # resize in-memory images / crop size of image folders
+    batch_size: int = 64  # samples drawn per step; pair methods add one partner per sample
+    eval_batch_size: int = 256
+    num_workers: int = 0  # DataLoader workers for image folders (in-memory data needs none)
+
+
+@dataclass
+class ModelSection:
+    name: str = "resnet8"  # a zoo name, timm:NAME or torchvision:NAME
+    pretrained: str | None = None  # local weights file (.safetensors, .pt, .ckpt)
+    channels_last: bool = False  # NHWC memory format (faster convolutions on recent GPUs)
+    compile: bool = False  # torch.compile the model
+
+
+@dataclass
+class OptimSection:
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | multistep | onecycle | constant
+    milestones: list[int] = field(default_factory=list)  # epochs where multistep multiplies lr by lr_decay
+    lr_decay: float = 0.1
+    warmup_epochs: int = 0  # linear warm-up (cosine, multistep, constant)
+
+
+@dataclass
+class TrainerSection:
+    epochs: int = 30
+    seed: int = 0  # fixes init, data order, pairing, augmentation and swaps
+    accelerator: str = "auto"  # auto | cpu | gpu | mps
+    devices: str = "1"  # number of devices, or auto
+    strategy: str = "auto"  # auto | ddp | ...
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    run_dir: str | None = None  # default: runs/<data>-<model>-<method>-s<seed>
+    early_stopping_patience: int = 0  # epochs without val improvement before stopping (0 = off)
+    progress_bar: bool = True
+    log_every_n_steps: int = 20
+    limit_train_batches: float = 1.0  # fraction (<= 1) or count of batches per epoch, for smoke runs
+    deterministic: bool = False  # ask torch for deterministic kernels (slower on GPU)
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataSection,
+    "model": ModelSection,
+    "optim": OptimSection,
+    "trainer": TrainerSection,
+}
+
+
+def _method_sections() -> dict[str, type]:
+    return {name: method_class(name).Options for name in available_methods()}
+
+
+@dataclass
+class RunConfig:
+    """The whole run: which method, plus one section per part and one per method's options."""
+
+    method: str = "ips"
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    trainer: TrainerSection = field(default_factory=TrainerSection)
+    methods: dict[str, Any] = field(default_factory=lambda: {n: c() for n, c in _method_sections().items()})
+
+    @property
+    def method_options(self) -> Any:
+        return self.methods[self.method]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"method": self.method}
+        for name in SECTIONS:
+            out[name] = dataclasses.asdict(getattr(self, name))
+        for name, opts in self.methods.items():
+            out[name] = dataclasses.asdict(opts)
+        return out
+
+    def dump(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    def set(self, dotted: str, raw: Any, *, from_text: bool = False) -> None:
+        """Set ``section.key`` (or ``method``) to ``raw``, parsed from text when ``from_text``."""
+        if dotted == "method":
+            method_class(str(raw))  # validates with the list of valid methods
+            self.method = str(raw)
+            return
+        section_name, _, key = dotted.partition(".")
+        section = self._section(section_name)
+        hints = section_fields(type(section))
+        if key not in hints:
+            raise ConfigError(_unknown(f"{section_name}.{key}", [f"{section_name}.{k}" for k in hints]))
+        value = parse_value(raw, hints[key], f"{section_name}.{key}", from_text=from_text)
+        setattr(section, key, value)
+
+    def _section(self, name: str) -> Any:
+        if name in SECTIONS:
+            return getattr(self, name)
+        if name in self.methods:
+            return self.methods[name]
+        raise ConfigError(_unknown(name, ["method", *SECTIONS, *self.methods]))
+
+    def validate(self) -> None:
+        method_class(self.method)
+        d, o, t = self.data, self.optim, self.trainer
+        if d.batch_size < 1 or d.eval_batch_size < 1:
+            raise ConfigError("data.batch_size and data.eval_batch_size must be positive")
+        if t.epochs < 1:
+            raise ConfigError(f"trainer.epochs must be at least 1, got {t.epochs}")
+        if o.optimizer not in ("sgd", "adamw"):
+            raise ConfigError(f"optim.optimizer must be sgd or adamw, got {o.optimizer!r}")
+        if o.schedule not in ("cosine", "multistep", "onecycle", "constant"):
+            raise ConfigError(
+                f"optim.schedule must be cosine, multistep, onecycle or constant, got {o.schedule!r}"
+            )
+        if o.lr <= 0:
+            raise ConfigError(f"optim.lr must be positive, got {o.lr}")
+        if o.schedule == "multistep" and not o.milestones:
+            raise ConfigError(
+                "optim.schedule=multistep needs optim.milestones, e.g. --optim.milestones 150,180,210"
+            )
+        if t.limit_train_batches <= 0:
+            raise ConfigError("trainer.limit_train_batches must be positive")
+
+
+def section_fields(cls: type) -> dict[str, Any]:
+    """Field name -> resolved type annotation of a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unknown(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown config key {key!r}{hint}; valid keys: {', '.join(valid)}"
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def parse_value(raw: Any, tp: Any, key: str, *, from_text: bool = False) -> Any:
+    """Coerce ``raw`` (YAML value, or command-line text when ``from_text``) to annotation ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if raw is None or (from_text and str(raw).lower() in ("none", "null", "")):
+            if type(None) in typing.get_args(tp):
+                return None
+        errors = []
+        for arg in sorted(args, key=lambda a: a is not int):  # int before float: "3" stays a count
+            try:
+                return parse_value(raw, arg, key, from_text=from_text)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: cannot read {raw!r} as {tp}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if from_text and isinstance(raw, str):
+            raw = [p for p in raw.replace(" ", "").split(",") if p]
+        if not isinstance(raw, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {raw!r}")
+        return [parse_value(v, item, key, from_text=from_text) for v in raw]
+    if tp is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in _TRUE | _FALSE:
+            return raw.lower() in _TRUE
+        raise ConfigError(f"{key} must be true or false, got {raw!r}")
+    if tp is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key} must be an integer, got {raw!r}")
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, float) and raw.is_integer() and not from_text:
+            return int(raw)
+        if isinstance(raw, str):
+            try:
+                return int(raw)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be an integer, got {raw!r}")
+    if tp is float:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key} must be a number, got {raw!r}")
+        if isinstance(raw, (int, float)):
+            return float(raw)
+        if isinstance(raw, str):
+            try:
+                return float(raw)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {raw!r}")
+    if tp is str:
+        if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
+            return str(raw)
+        raise ConfigError(f"{key} must be a string, got {raw!r}")
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def apply_mapping(cfg: RunConfig, data: dict[str, Any], source: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+    if "method" in data:
+        cfg.set("method", data["method"])
+    for name, body in data.items():
+        if name == "method":
+            continue
+        cfg._section(name)  # unknown section -> error with suggestion
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(f"{source}: section {name!r} must be a mapping, got {body!r}")
+        for key, value in body.items():
+            cfg.set(f"{name}.{key}", value)
+
+
+def load_config(paths: list[str | Path] | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults, then each YAML file in order, then ``section.key -> text`` overrides; validated."""
+    cfg = RunConfig()
+    for path in paths or []:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p} is not valid YAML: {e}") from e
+        try:
+            apply_mapping(cfg, data, str(p))
+        except ValueError as e:
+            raise ConfigError(f"{p}: {e}") from e
+    for key, text in (overrides or {}).items():
+        cfg.set(key, text, from_text=True)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,187 @@
+"""DataLoaders for a run: seeded batch samplers (plain or same-class pairs) over a DataBundle.
+
+Every training batch comes from a batch sampler seeded by (seed, epoch) and sharded by rank, so
+Lightning never swaps in a sampler of its own (``use_distributed_sampler=False``) and one seed fixes
+the data order. In-memory datasets are indexed a whole batch at a time (``__getitems__``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from patchswap.data import DataBundle
+from patchswap.sampling import ClassPairBatchSampler, dataset_labels
+
+__all__ = ["IndexedDataset", "PatchswapDataModule", "ShuffledBatchSampler"]
+
+
+class ShuffledBatchSampler(Sampler[list[int]]):
+    """Seeded, epoch-aware, rank-sharded shuffled batches (the plain counterpart of ClassPairBatchSampler)."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = True,
+        shuffle: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if drop_last and num_samples < batch_size * num_replicas:
+            raise ValueError(
+                f"batch_size={batch_size} x devices={num_replicas} is larger than the {num_samples} training "
+                "samples: lower data.batch_size"
+            )
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
+        self.drop_last, self.shuffle = drop_last, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        per_rank = (
+            self.num_samples // self.num_replicas
+            if self.drop_last
+            else -(-self.num_samples // self.num_replicas)
+        )
+        return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.num_samples) if self.shuffle else np.arange(self.num_samples)
+        r = self.num_replicas
+        if self.drop_last:
+            order = order[: len(self) * self.batch_size * r]
+        else:
+            pad = -(-len(order) // r) * r - len(order)
+            order = np.concatenate([order, order[:pad]])
+        mine = order[self.rank :: r]
+        for i in range(len(self)):
+            yield mine[i * self.batch_size : (i + 1) * self.batch_size].tolist()
+
+
+class IndexedDataset(Dataset):
+    """Wraps a dataset so each batch also carries the dataset indices (for per-sample method state)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.targets = dataset_labels(dataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        getitems = getattr(self.dataset, "__getitems__", None)
+        if getitems is not None:
+            images, labels = getitems(indices)
+        else:
+            items = [self.dataset[i] for i in indices]
+            images = torch.stack([torch.as_tensor(x) for x, _ in items])
+            labels = torch.as_tensor([int(y) for _, y in items])
+        return images, torch.as_tensor(labels, dtype=torch.long), torch.as_tensor(indices, dtype=torch.long)
+
+    def __getitem__(self, index: int) -> Any:  # pragma: no cover - DataLoader uses __getitems__
+        return self.__getitems__([index])
+
+
+def _already_batched(batch: Any) -> Any:
+    """IndexedDataset returns finished ``(images, labels, indices)`` batches: nothing to collate."""
+    return batch
+
+
+class PatchswapDataModule(L.LightningDataModule):
+    """Train/val/test loaders of a :class:`DataBundle` for one method and seed."""
+
+    def __init__(
+        self,
+        bundle: DataBundle,
+        *,
+        batch_size: int,
+        eval_batch_size: int,
+        seed: int,
+        pairs: bool,
+        sampler_options: dict[str, Any] | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.bundle = bundle
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.seed, self.pairs = seed, pairs
+        self.sampler_options = sampler_options or {}
+        self.num_workers = 0 if bundle.in_memory else num_workers
+        self.train_sampler: ClassPairBatchSampler | ShuffledBatchSampler | None = None
+
+    def _replicas(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def make_train_sampler(self) -> ClassPairBatchSampler | ShuffledBatchSampler:
+        replicas, rank = self._replicas()
+        train = self.bundle.train
+        if self.pairs:
+            return ClassPairBatchSampler(
+                dataset_labels(train),
+                self.batch_size,
+                seed=self.seed,
+                num_replicas=replicas,
+                rank=rank,
+                num_samples=len(train),  # type: ignore[arg-type]
+                **self.sampler_options,
+            )
+        return ShuffledBatchSampler(
+            len(train),  # type: ignore[arg-type]
+            self.batch_size,
+            seed=self.seed,
+            num_replicas=replicas,
+            rank=rank,
+        )
+
+    def _loader(self, dataset: Dataset, batch_sampler: Sampler) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            IndexedDataset(dataset),
+            batch_sampler=batch_sampler,
+            collate_fn=_already_batched,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available() and not self.bundle.in_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_sampler is None:
+            self.train_sampler = self.make_train_sampler()
+        return self._loader(self.bundle.train, self.train_sampler)
+
+    def _eval_loader(self, dataset: Dataset | None) -> DataLoader | list:
+        if dataset is None:
+            return []
+        replicas, rank = self._replicas()
+        sampler = ShuffledBatchSampler(
+            len(dataset),  # type: ignore[arg-type]
+            self.eval_batch_size,
+            num_replicas=replicas,
+            rank=rank,
+            drop_last=False,
+            shuffle=False,
+        )
+        return self._loader(dataset, sampler)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._eval_loader(self.bundle.val)
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._eval_loader(self.bundle.test)

@@ -1,0 +1,168 @@
+"""The LightningModule: device-side augmentation, the method's step, metrics and the lr schedule.
+
+Randomness is re-derived from (seed, epoch) at the start of every epoch -- the augmentation and swap
+generator, the global RNG (dropout) and the batch sampler -- so a run resumed from an epoch-end
+checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
+
+from patchswap.data import DeviceAugment
+from patchswap.engine.config import OptimSection
+from patchswap.methods import Method, MethodBatch
+
+__all__ = ["ClassifierModule", "derive_seed", "lr_factor"]
+
+
+def derive_seed(seed: int, *stream: int) -> int:
+    """A 63-bit seed for one named random stream of a run (epoch, purpose)."""
+    import numpy as np
+
+    return int(
+        np.random.SeedSequence([seed, *stream]).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1
+    )
+
+
+def lr_factor(optim: OptimSection, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """Multiplier of the base lr at an optimizer step (per-step schedules, epoch-based milestones)."""
+    epoch_f = step / max(1, steps_per_epoch)
+    warm = optim.warmup_epochs
+    if warm and epoch_f < warm:
+        return (step + 1) / (warm * steps_per_epoch)
+    if optim.schedule == "cosine":
+        span = max(1e-8, epochs - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (epoch_f - warm) / span)))
+    if optim.schedule == "multistep":
+        passed = sum(1 for m in optim.milestones if int(epoch_f) >= m)
+        return optim.lr_decay**passed
+    return 1.0
+
+
+class _EvalMetrics(nn.Module):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.ece = MulticlassCalibrationError(num_classes=num_classes, n_bins=15, norm="l1")
+        self.nll = MeanMetric()
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        logits = logits.float()
+        self.acc.update(logits, y)
+        self.ece.update(logits.softmax(1), y)
+        self.nll.update(F.cross_entropy(logits, y, reduction="none"))
+
+
+class ClassifierModule(L.LightningModule):
+    """Trains ``model`` with ``method``; evaluates plain classification on val and test."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        method: Method,
+        *,
+        num_classes: int,
+        train_augment: DeviceAugment,
+        eval_augment: DeviceAugment,
+        optim: OptimSection,
+        seed: int,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.method = method
+        self.train_augment = train_augment
+        self.eval_augment = eval_augment
+        self.optim_cfg = optim
+        self.seed = seed
+        self.channels_last = channels_last
+        self.val_metrics = _EvalMetrics(num_classes)
+        self.test_metrics = _EvalMetrics(num_classes)
+        self._generator: torch.Generator | None = None
+        self._epoch_images = 0
+        self._epoch_t0 = time.perf_counter()
+
+    # -- randomness per epoch ----------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        epoch = self.current_epoch
+        dm = getattr(self.trainer, "datamodule", None)
+        sampler = getattr(dm, "train_sampler", None)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        torch.manual_seed(derive_seed(self.seed, epoch, 0))
+        self._generator = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, epoch, 1))
+        self._epoch_images = 0
+        self._epoch_t0 = time.perf_counter()
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        x, y, index = batch
+        training = self.trainer is not None and self.trainer.training
+        x = self.train_augment(x, generator=self._generator) if training else self.eval_augment(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y, index
+
+    # -- steps ---------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y, index = batch
+        mb = MethodBatch(x, y, index, self._generator, self.current_epoch, self.trainer.max_epochs or 1)
+        out = self.method(self.model, mb)
+        n = x.shape[0]
+        acc = (out.logits.detach().argmax(1) == out.targets).float().mean()
+        self._epoch_images += n
+        rate = self._epoch_images / max(1e-9, time.perf_counter() - self._epoch_t0)
+        self.log("train/loss", out.loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        self.log("train/acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
+        self.log("img/s", rate, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        for key, value in out.parts.items():
+            self.log(f"train/{key}", value, on_step=False, on_epoch=True, batch_size=n)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
+        return out.loss
+
+    def epoch_throughput(self) -> tuple[int, float]:
+        """Images trained on and seconds spent so far in the current epoch (this process)."""
+        return self._epoch_images, time.perf_counter() - self._epoch_t0
+
+    def _eval_step(self, batch: Any, metrics: _EvalMetrics, prefix: str) -> None:
+        x, y, _ = batch
+        metrics.update(self.model(x), y)
+        for name in ("acc", "nll", "ece"):
+            self.log(f"{prefix}/{name}", getattr(metrics, name), on_step=False, on_epoch=True)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metrics, "test")
+
+    # -- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        o = self.optim_cfg
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if o.optimizer == "sgd":
+            opt = torch.optim.SGD(
+                params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+            )
+        else:
+            opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        epochs = self.trainer.max_epochs or 1
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = max(1, total // epochs)
+        if o.schedule == "onecycle":
+            sched: Any = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=total)
+        else:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(o, step, per_epoch, epochs))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

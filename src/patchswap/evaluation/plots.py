@@ -1,0 +1,50 @@
+"""Training-curve plots from a run's metrics.csv (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+__all__ = ["plot_training_curves"]
+
+
+def plot_training_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -> Path | None:
+    """Loss and accuracy per epoch, train and val; returns the PNG path (None when there are no rows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(metrics_csv)
+    if not path.exists():
+        return None
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        pts = [(int(r["epoch"]) + 1, float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, label in (("train/loss", "train loss"), ("val/nll", "val NLL")):
+        xs, ys = series(key)
+        if xs:
+            axes[0].plot(xs, ys, marker=".", label=label)
+    for key, label in (("train/acc", "train acc"), ("val/acc", "val acc")):
+        xs, ys = series(key)
+        if xs:
+            axes[1].plot(xs, [100 * y for y in ys], marker=".", label=label)
+    axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
+    axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out_png)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,115 @@
+"""What a training method is: options, a step that returns the loss, and one registry.
+
+A method never imports Lightning, so it runs in a plain loop too: build it with
+``create_method(name, **options)`` and call ``method(model, MethodBatch(x, y))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Method",
+    "MethodBatch",
+    "StepOutput",
+    "available_methods",
+    "create_method",
+    "method_class",
+    "register_method",
+]
+
+
+@dataclass
+class MethodBatch:
+    """A training batch on the device, already augmented and normalised.
+
+    For methods with ``needs_pairs`` the rows are laid out ``[anchors..., partners...]``.
+    ``index`` holds dataset indices (for methods with per-sample memory), ``generator`` seeds the
+    method's own randomness, ``epoch``/``max_epochs`` drive schedules.
+    """
+
+    x: Tensor
+    y: Tensor
+    index: Tensor | None = None
+    generator: torch.Generator | None = None
+    epoch: int = 0
+    max_epochs: int = 1
+
+
+@dataclass
+class StepOutput:
+    """The loss to minimise, logits and targets to score training accuracy, and named parts to log."""
+
+    loss: Tensor
+    logits: Tensor
+    targets: Tensor
+    parts: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set ``name``, an ``Options`` dataclass, and implement ``forward``.
+
+    It is an ``nn.Module`` so state such as PS-KD's past predictions moves with ``.to(device)`` and
+    is saved in checkpoints.
+    """
+
+    name: ClassVar[str] = ""
+    needs_pairs: ClassVar[bool] = False
+
+    @dataclass
+    class Options:
+        pass
+
+    def __init__(self, options: Any = None, *, num_classes: int = 0, num_samples: int = 0) -> None:
+        super().__init__()
+        self.options = options if options is not None else self.Options()
+        self.num_classes = num_classes
+        self.num_samples = num_samples
+
+    def sampler_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``ClassPairBatchSampler`` (pair methods only)."""
+        return {}
+
+    def forward(self, model: nn.Module, batch: MethodBatch) -> StepOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: adds a method under its ``name``."""
+    if not cls.name or cls.name in _METHODS:
+        raise ValueError(f"method name {cls.name!r} is empty or already registered")
+    if not dataclasses.is_dataclass(cls.Options):
+        raise TypeError(f"{cls.__name__}.Options must be a dataclass")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def available_methods() -> list[str]:
+    return sorted(_METHODS)
+
+
+def method_class(name: str) -> type[Method]:
+    if name not in _METHODS:
+        close = difflib.get_close_matches(name, _METHODS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown method {name!r}{hint}; valid methods: {', '.join(available_methods())}")
+    return _METHODS[name]
+
+
+def create_method(name: str, *, num_classes: int = 0, num_samples: int = 0, **options: Any) -> Method:
+    """Build a registered method from keyword options; unknown options are errors."""
+    cls = method_class(name)
+    known = {f.name for f in dataclasses.fields(cls.Options)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"method {name!r} has no option(s) {unknown}; its options: {sorted(known)}")
+    return cls(cls.Options(**options), num_classes=num_classes, num_samples=num_samples)

@@ -272,3 +272,10 @@ def test_pixel_mask_matches_cell_index_for_grids_and_patch_sizes(size, patch):
         cols = cell_index(size, grid[1], ps[1] if ps else None)
         expect = cells[:, rows][:, :, cols]
         assert torch.equal(_pixel_mask(cells, size, size, ps), expect), (size, grid, ps)
+
+
+def test_swap_batch_in_place_rewrites_the_batch():
+    x = torch.cat(_pairs(4, 3, 8, 8))
+    expect, _ = PatchSwap(prob=1.0).swap_batch(x.clone(), generator=torch.Generator().manual_seed(2))
+    out, _ = PatchSwap(prob=1.0).swap_batch(x, generator=torch.Generator().manual_seed(2), inplace=True)
+    assert out is x and torch.equal(x, expect)

@@ -33,6 +33,7 @@ ALIASES = {
     "--devices": "trainer.devices",
     "--precision": "trainer.precision",
 }
+BOOL_FLAGS = {"--download"}
 
 
 def _field_comments(cls: type) -> dict[str, str]:
@@ -64,7 +65,19 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     )
     short = parser.add_argument_group("common options (short forms of config keys)")
     for flag, key in ALIASES.items():
-        short.add_argument(flag, dest=f"cfg:{key}", default=argparse.SUPPRESS, metavar="V", help=f"= --{key}")
+        if flag in BOOL_FLAGS:  # a switch: --download alone means true
+            short.add_argument(
+                flag,
+                dest=f"cfg:{key}",
+                action="store_const",
+                const="true",
+                default=argparse.SUPPRESS,
+                help=f"= --{key} true",
+            )
+        else:
+            short.add_argument(
+                flag, dest=f"cfg:{key}", default=argparse.SUPPRESS, metavar="V", help=f"= --{key}"
+            )
     defaults = RunConfig()
     sections: dict[str, tuple[type, Any, str]] = {
         name: (cls, getattr(defaults, name), f"{name} options") for name, cls in SECTIONS.items()

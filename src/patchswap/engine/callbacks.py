@@ -48,7 +48,9 @@ class EpochMetricsCSV(L.Callback):
             writer.writerows(rows)
         os.replace(tmp, self.path)
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not on_fit_start: Lightning restores the loop state (current_epoch) of a resumed run only
+        # after on_fit_start, so there every resumed run would look like epoch 0 and lose its rows.
         if trainer.is_global_zero:
             rows = [r for r in self._read() if int(r["epoch"]) < trainer.current_epoch]
             if rows or self.path.exists():

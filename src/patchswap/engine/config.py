@@ -27,13 +27,11 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataSection:
-    name: str = (
-        "digits"  # digits, cifar10, cifar100, mnist, fashion-mnist, svhn, stl10, npz:PATHS, folder:DIR
-    )
+    name: str = "digits"  # digits, cifar10/100, mnist, fashion-mnist, svhn, stl10, npz:PATHS, folder:DIR
     data_dir: str = "./data"  # where torchvision datasets live (or are downloaded to)
     download: bool = False  # let torchvision download a named dataset (needs a network)
-    val_split: float = 0.1  # fraction (or count) of training images held out for every selection
-    test_split: float | None = None  # carve a test split (fraction or count) when the data has none
+    val_split: float | int = 0.1  # fraction (or count) of training images held out for every selection
+    test_split: float | int | None = None  # carve a test split (fraction or count) when the data has none
     split_seed: int = 0  # seeds the val/test carve-outs only, so all training seeds share them
     train_subset: int | None = None  # keep this many training images (stratified)
     image_size: int | None = None  # resize in-memory images / crop size of image folders

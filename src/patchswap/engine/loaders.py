@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from patchswap.data import DataBundle
+from patchswap.data import DataBundle, TensorImageDataset
 from patchswap.sampling import ClassPairBatchSampler, dataset_labels
 
 __all__ = ["IndexedDataset", "PatchswapDataModule", "ShuffledBatchSampler"]
@@ -66,7 +66,8 @@ class ShuffledBatchSampler(Sampler[list[int]]):
             order = order[: len(self) * self.batch_size * r]
         else:
             pad = -(-len(order) // r) * r - len(order)
-            order = np.concatenate([order, order[:pad]])
+            # np.resize wraps around as often as needed: fewer samples than ranks still fills every rank.
+            order = np.concatenate([order, np.resize(order, pad)])
         mine = order[self.rank :: r]
         for i in range(len(self)):
             yield mine[i * self.batch_size : (i + 1) * self.batch_size].tolist()
@@ -122,6 +123,19 @@ class PatchswapDataModule(L.LightningDataModule):
         self.sampler_options = sampler_options or {}
         self.num_workers = 0 if bundle.in_memory else num_workers
         self.train_sampler: ClassPairBatchSampler | ShuffledBatchSampler | None = None
+
+    def setup(self, stage: str) -> None:
+        """On an accelerator, in-memory datasets move there once: batches are then indexed on the device."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or not self.bundle.in_memory:
+            return
+        device = trainer.strategy.root_device
+        if device.type == "cpu":
+            return
+        for split in ("train", "val", "test"):
+            ds = getattr(self.bundle, split)
+            if isinstance(ds, TensorImageDataset) and ds.device != device:
+                setattr(self.bundle, split, ds.to(device))
 
     def _replicas(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

@@ -1,0 +1,210 @@
+"""End to end: a tiny run's directory, determinism, refusing to overwrite, evaluate, kill and resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from patchswap.engine.checkpoint import CheckpointError, load_checkpoint
+from patchswap.engine.config import load_config
+from patchswap.engine.run import RunError, evaluate, resume, train
+from patchswap.models import create_model
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _weights(run_dir: Path, name: str = "last") -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "checkpoints" / f"{name}.safetensors")
+
+
+def _assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+# -- what a run leaves behind ------------------------------------------------------------------------
+def test_run_dir_holds_everything(tiny_run):
+    run_dir, _ = tiny_run
+    for name in ("config.yaml", "metrics.csv", "summary.json", "curves.png"):
+        assert (run_dir / name).is_file(), name
+    for name in ("last.ckpt", "best.ckpt", "last.safetensors", "best.safetensors"):
+        assert (run_dir / "checkpoints" / name).is_file(), name
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(run_dir.rglob("*.tmp")), "no temporary files may be left"
+    # The saved config reruns the same run.
+    assert load_config([run_dir / "config.yaml"]).trainer.run_dir == str(run_dir)
+
+
+def test_metrics_csv_has_one_row_per_epoch(tiny_run, tiny_sizes):
+    run_dir, _ = tiny_run
+    rows = _rows(run_dir)
+    steps = tiny_sizes["train"] // tiny_sizes["batch"]
+    assert [int(r["epoch"]) for r in rows] == list(range(tiny_sizes["epochs"]))
+    assert [int(r["step"]) for r in rows] == [steps * (e + 1) for e in range(tiny_sizes["epochs"])]
+    for r in rows:
+        assert float(r["train/loss"]) > 0
+        assert 0.0 <= float(r["val/acc"]) <= 1.0
+        assert float(r["train/images_per_s"]) > 0
+        assert 0.0 <= float(r["train/swap_fraction"]) <= 0.75
+    # Training learns something even in three tiny epochs.
+    assert float(rows[-1]["train/loss"]) < float(rows[0]["train/loss"])
+
+
+def test_summary(tiny_run, tiny_sizes):
+    run_dir, summary = tiny_run
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk == summary
+    assert summary["method"] == "ips" and summary["model"] == "resnet8" and summary["seed"] == 0
+    assert summary["epochs_run"] == tiny_sizes["epochs"]
+    assert 1 <= summary["best_epoch"] <= tiny_sizes["epochs"]
+    assert summary["selected_on"] == "val/acc"
+    assert 0.0 < summary["val"]["acc"] <= 1.0 and 0.0 < summary["test"]["acc"] <= 1.0
+    assert summary["test"]["acc"] > 0.2  # well above the 10% of chance on 10 digits
+    assert {"nll", "ece"} <= set(summary["test"])
+    assert summary["train_images_per_s"] > 0
+    # The best epoch is the one with the highest val/acc in metrics.csv.
+    accs = [float(r["val/acc"]) for r in _rows(run_dir)]
+    assert accs[summary["best_epoch"] - 1] == max(accs)
+    assert summary["val"]["acc"] == pytest.approx(max(accs), abs=1e-6)
+    assert load_checkpoint(summary["best_checkpoint"])["epoch"] == summary["best_epoch"] - 1
+
+
+@pytest.mark.parametrize("which", ["last", "best"])
+def test_safetensors_are_the_checkpoint_weights(tiny_run, which):
+    run_dir, _ = tiny_run
+    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{which}.ckpt")
+    from_ckpt = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    a = create_model("resnet8", 10, in_chans=1)
+    a.load_state_dict(load_file(run_dir / "checkpoints" / f"{which}.safetensors"))
+    b = create_model("resnet8", 10, in_chans=1)
+    b.load_state_dict(from_ckpt)
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out_a, out_b = a.eval()(x), b.eval()(x)
+    assert torch.equal(out_a, out_b)
+    assert not torch.equal(out_a, create_model("resnet8", 10, in_chans=1).eval()(x))  # trained, not fresh
+
+
+# -- determinism -------------------------------------------------------------------------------------
+def test_same_seed_gives_identical_weights_and_another_seed_does_not(tiny_run, tiny_overrides, tmp_path):
+    run_dir, summary = tiny_run
+    again = train(load_config(None, tiny_overrides(tmp_path / "again")))
+    _assert_same_tensors(_weights(run_dir), _weights(tmp_path / "again"))
+    assert again["test"] == summary["test"]
+    assert [r["train/loss"] for r in _rows(run_dir)] == [r["train/loss"] for r in _rows(tmp_path / "again")]
+
+    train(load_config(None, tiny_overrides(tmp_path / "seed1", trainer__seed="1")))
+    a, b = _weights(run_dir), _weights(tmp_path / "seed1")
+    assert a.keys() == b.keys()
+    assert not any(torch.equal(a[k], b[k]) for k in a if k.endswith("weight") and a[k].dim() > 1)
+
+
+# -- refusing and failing clearly ----------------------------------------------------------------------
+def test_training_into_an_existing_run_refuses_and_names_resume(tiny_run, tiny_overrides):
+    run_dir, _ = tiny_run
+    before = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(RunError) as e:
+        train(load_config(None, tiny_overrides(run_dir)))
+    assert "--resume" in str(e.value) and str(run_dir) in str(e.value)
+    assert (run_dir / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def test_resume_without_last_checkpoint_is_a_clear_error(tmp_path, tiny_overrides):
+    run_dir = tmp_path / "early"
+    run_dir.mkdir()
+    load_config(None, tiny_overrides(run_dir)).dump(run_dir / "config.yaml")
+    with pytest.raises(RunError) as e:
+        resume(run_dir)
+    assert "nothing to resume" in str(e.value) and "last.ckpt" in str(e.value)
+    with pytest.raises(RunError, match="not a run directory"):
+        resume(tmp_path / "nowhere")
+
+
+def test_resume_from_a_truncated_checkpoint_says_so(tiny_run, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run[0], run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    with pytest.raises(CheckpointError) as e:
+        resume(run_dir)
+    assert "corrupt or truncated" in str(e.value) and str(last) in str(e.value)
+
+
+# -- evaluate ----------------------------------------------------------------------------------------
+def test_evaluate_reproduces_the_summary(tiny_run):
+    run_dir, summary = tiny_run
+    res = evaluate(run_dir)
+    assert res["split"] == "test" and res["checkpoint"].endswith("best.ckpt")
+    assert res["acc"] == pytest.approx(summary["test"]["acc"], abs=1e-7)
+    assert res["nll"] == pytest.approx(summary["test"]["nll"], rel=1e-5)
+    assert json.loads((run_dir / "eval-test.json").read_text())["acc"] == res["acc"]
+    val = evaluate(run_dir / "checkpoints" / "best.ckpt", split="val")
+    assert val["acc"] == pytest.approx(summary["val"]["acc"], abs=1e-7)
+    with pytest.raises(CheckpointError, match="neither a run directory nor a checkpoint"):
+        evaluate(run_dir / "nothing-here")
+
+
+# -- kill and resume -----------------------------------------------------------------------------------
+def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(
+    tiny_run, tiny_argv, tiny_sizes, subprocess_env, tmp_path
+):
+    """A real SIGKILL in the middle of epoch 2, then --resume in a fresh process: bit-identical result."""
+    reference_dir, reference = tiny_run
+    run_dir = tmp_path / "killed"
+    steps = tiny_sizes["train"] // tiny_sizes["batch"]
+    fault_step = steps + steps // 2  # halfway through the second epoch
+    cmd = [sys.executable, "-m", "patchswap.cli", "train"]
+
+    killed = subprocess.run(
+        [*cmd, *tiny_argv(run_dir)],
+        cwd=tmp_path,
+        env={**subprocess_env, "PATCHSWAP_FAULT_AT_STEP": str(fault_step)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    ckpt = load_checkpoint(last)
+    assert (ckpt["epoch"], ckpt["global_step"]) == (0, steps)  # the epoch-1 checkpoint, complete
+    assert not (run_dir / "summary.json").exists()
+    assert [r["epoch"] for r in _rows(run_dir)] == ["0"]
+
+    resumed = subprocess.run(
+        [*cmd, "--resume", str(run_dir)],
+        cwd=tmp_path,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "test       acc" in resumed.stdout
+
+    _assert_same_tensors(_weights(reference_dir), _weights(run_dir))
+    _assert_same_tensors(_weights(reference_dir, "best"), _weights(run_dir, "best"))
+    # metrics.csv keeps the killed process's first epoch and the resumed epochs, matching the reference.
+    rows, ref_rows = _rows(run_dir), _rows(reference_dir)
+    assert [r["epoch"] for r in rows] == [r["epoch"] for r in ref_rows] == ["0", "1", "2"]
+    for key in ("step", "train/loss", "train/acc", "train/swap_fraction", "lr", "val/acc"):
+        assert [r[key] for r in rows] == [r[key] for r in ref_rows], key
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs_run"] == tiny_sizes["epochs"]
+    assert summary["test"] == reference["test"] and summary["best_epoch"] == reference["best_epoch"]
+    assert not list(run_dir.rglob("*.tmp"))

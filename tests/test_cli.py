@@ -1,0 +1,207 @@
+"""The command line: --help documents every key, errors exit 2 with the valid names, show-pairs, eval."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from patchswap.cli import ALIASES, _field_comments, main
+from patchswap.engine.config import SECTIONS, RunConfig
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _help(capsys, monkeypatch, *argv: str) -> str:
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+def _all_keys() -> list[tuple[str, str, object]]:
+    """(section, key, default) of every config key, method sections included."""
+    cfg = RunConfig()
+    sections = {**{n: getattr(cfg, n) for n in SECTIONS}, **cfg.methods}
+    return [(s, f.name, getattr(obj, f.name)) for s, obj in sections.items() for f in dataclasses.fields(obj)]
+
+
+# -- help --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["train", "show-pairs"])
+def test_help_shows_every_key_with_its_default(capsys, monkeypatch, command):
+    text = " ".join(_help(capsys, monkeypatch, command).split())  # undo argparse's line wrapping
+    body = text[text.index("--method.name NAME training method") :]  # past the short aliases
+    flags = [f"--{s}.{k}" for s, k, _ in _all_keys()]
+    starts = [body.index(f" {flag} ") for flag in flags]
+    assert starts == sorted(starts), "flags are listed section by section, in field order"
+    ends = [*starts[1:], len(body)]
+    for (section, key, default), start, end in zip(_all_keys(), starts, ends, strict=True):
+        entry = body[start:end]
+        shown = ",".join(map(str, default)) if isinstance(default, list) else str(default)
+        assert f"(default: {shown})" in entry, (section, key, entry)
+    assert body.startswith("--method.name NAME training method: ce, ips (default: ips)")
+    for flag, key in ALIASES.items():
+        assert re.search(rf" {flag}( V)? += --{re.escape(key)}\b", text), flag
+
+
+def test_help_carries_the_field_comments(capsys, monkeypatch):
+    """The ``# comment`` beside a config field is its --help text."""
+    from patchswap.methods import method_class
+
+    full = " ".join(_help(capsys, monkeypatch, "train").split())
+    text = full[full.index("--method.name NAME training method") :]  # past the short aliases
+    classes = {**SECTIONS, "ce": method_class("ce").Options, "ips": method_class("ips").Options}
+    documented = 0
+    for section, cls in classes.items():
+        for key, comment in _field_comments(cls).items():
+            entry = text.split(f" --{section}.{key} ", 1)[1].split(" ", 1)[1]  # after the metavar
+            expected = " ".join(comment.split()) + " (default: "
+            assert entry.startswith(expected), (section, key, entry[:100])
+            documented += 1
+    assert documented >= 30
+    assert "--ips.prob float probability that a pair swaps (default: 0.5)" in text
+    assert "--resume RUN_DIR continue a killed or finished run" in full
+
+
+# -- errors --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("flags", "names"),
+    [
+        (
+            ["--data", "nosuchdata"],
+            ["'nosuchdata'", "digits", "cifar10", "cifar100", "npz:PATH", "folder:PATH"],
+        ),
+        (["--model", "nosuchnet"], ["'nosuchnet'", "resnet8", "wrn_40_2", "timm:", "torchvision:"]),
+        (["--method", "nosuch"], ["'nosuch'", "valid methods: ce, ips"]),
+    ],
+)
+def test_unknown_names_exit_2_listing_valid_ones(capsys, tmp_path, flags, names):
+    code = main(["train", *flags, "--run-dir", str(tmp_path / "r"), "--trainer.progress_bar", "false"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("patchswap train: error: ")
+    for name in names:
+        assert name in err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_yaml_typo_exits_2_with_a_suggestion(capsys, tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("optim: {lrr: 0.1}\n")
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'optim.lr'" in err and str(path) in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--trainer.epochs", "abc"], "trainer.epochs must be an integer, got 'abc'"),
+        (["--trainer.progress_bar", "maybe"], "trainer.progress_bar must be true or false"),
+        (["--optim.schedule", "multistep"], "--optim.milestones 150,180,210"),
+    ],
+)
+def test_bad_flag_values_exit_2(capsys, flags, needle):
+    assert main(["train", *flags]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_unrecognised_flag_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--optim.lrr", "0.1"])
+    assert e.value.code == 2
+    assert "--optim.lrr" in capsys.readouterr().err
+
+
+# -- show-pairs --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("pairs", "scale", "cell"), [(8, 0, 96), (5, 3, 24)])
+def test_show_pairs_writes_four_rows_of_swapped_pairs(capsys, tmp_path, pairs, scale, cell):
+    out = tmp_path / "figs" / "pairs.png"
+    argv = ["show-pairs", "--out", str(out), "--pairs", str(pairs), "--ips.prob", "1.0"]
+    assert main([*argv, "--scale", str(scale)] if scale else argv) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "swapped share of each pair" in printed
+
+    image = np.asarray(Image.open(out).convert("RGB"))
+    pad = 2
+    assert image.shape == (4 * (cell + pad) + pad, pairs * (cell + pad) + pad, 3)
+    tiles = [
+        [image[pad + r * (cell + pad) :][:cell, pad + c * (cell + pad) :][:, :cell, 0] for c in range(pairs)]
+        for r in range(4)
+    ]
+    for c in range(pairs):
+        anchor, partner, swapped_a, swapped_b = (tiles[r][c].astype(int) for r in range(4))
+        # Every pixel of a swapped view comes from one of the two originals, and the views complement.
+        assert ((swapped_a == anchor) | (swapped_a == partner)).all()
+        assert (swapped_a + swapped_b == anchor + partner).all()
+    # prob=1: every pair exchanged something visible (digits pairs differ somewhere in a swapped cell).
+    assert any((tiles[2][c] != tiles[0][c]).any() for c in range(pairs))
+
+
+def test_show_pairs_is_seeded(capsys, tmp_path):
+    for name in ("a", "b"):
+        assert main(["show-pairs", "--out", str(tmp_path / f"{name}.png"), "--seed", "3"]) == 0
+    assert main(["show-pairs", "--out", str(tmp_path / "c.png"), "--seed", "4"]) == 0
+    capsys.readouterr()
+    a, b, c = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in "abc")
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+# -- train / eval / resume through the CLI -------------------------------------------------------------
+def test_eval_prints_json_with_the_test_accuracy(capsys, tiny_run):
+    run_dir, summary = tiny_run
+    assert main(["eval", str(run_dir)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["split"] == "test" and res["images"] > 0
+    assert res["acc"] == pytest.approx(summary["test"]["acc"], abs=1e-7)
+    assert {"nll", "ece", "checkpoint"} <= set(res)
+    assert main(["eval", str(run_dir), "--split", "val"]) == 0
+    assert json.loads(capsys.readouterr().out)["acc"] == pytest.approx(summary["val"]["acc"], abs=1e-7)
+
+
+def test_eval_errors(capsys, tiny_run, tmp_path):
+    assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert "neither a run directory nor a checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        main(["eval", str(tiny_run[0]), "--set", "data.data_dir"])
+
+
+def test_train_ce_through_the_cli(capsys, tmp_path, tiny_argv):
+    run_dir = tmp_path / "ce"
+    assert main(["train", *tiny_argv(run_dir, trainer__epochs="1", method="ce")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"method\s+ce \| model resnet8 \| seed 0", out)
+    assert re.search(r"test\s+acc \d+\.\d\d%", out)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["method"] == "ce" and summary["epochs_run"] == 1
+    # Plain CE logs no swap statistics.
+    assert "train/swap_fraction" not in (run_dir / "metrics.csv").read_text()
+    # A second train into the same directory is refused, pointing at --resume.
+    assert main(["train", *tiny_argv(run_dir, trainer__epochs="1", method="ce")]) == 2
+    assert f"patchswap train --resume {run_dir}" in capsys.readouterr().err
+
+
+def test_resume_errors_through_the_cli(capsys, tmp_path, tiny_run):
+    with pytest.raises(SystemExit, match="drop --config"):
+        main(["train", "--resume", str(tiny_run[0]), "--config", "x.yaml"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", "--resume", str(empty)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run[0], broken)
+    (broken / "checkpoints" / "last.ckpt").write_bytes(b"\x80\x02truncated")
+    assert main(["train", "--resume", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt or truncated" in err and "last.ckpt" in err
+
+    (broken / "checkpoints" / "last.ckpt").unlink()
+    assert main(["train", "--resume", str(broken)]) == 2
+    assert "nothing to resume" in capsys.readouterr().err

@@ -73,7 +73,16 @@ def seed_epoch(seed, x: np.ndarray, y: np.ndarray, batch: int, workers: int) -> 
     return setup, time.perf_counter() - t0, images
 
 
-def patchswap_epoch(files: list[Path], images: int | None, batch: int) -> tuple[float, float, int]:
+VARIANTS = {
+    "fp32, NCHW": {"model.channels_last": "false", "trainer.precision": "32-true"},
+    "fp32, channels_last (default)": {"model.channels_last": "true", "trainer.precision": "32-true"},
+    "bf16-mixed, channels_last": {"model.channels_last": "true", "trainer.precision": "bf16-mixed"},
+}
+
+
+def patchswap_epoch(
+    files: list[Path], images: int | None, batch: int, variant: dict[str, str]
+) -> tuple[float, float, int]:
     from patchswap.engine.config import load_config
     from patchswap.engine.run import train
 
@@ -89,6 +98,7 @@ def patchswap_epoch(files: list[Path], images: int | None, batch: int) -> tuple[
             "trainer.progress_bar": "false",
             "trainer.run_dir": str(Path(tmp) / "run"),
         }
+        overrides.update(variant)
         if images:
             overrides["data.train_subset"] = str(images)
         t0 = time.perf_counter()
@@ -121,15 +131,17 @@ def main() -> None:
         _, keep = stratified_split(y, args.images, seed=0)
         x, y = x[keep], y[keep]
 
-    ours = patchswap_epoch(files, args.images, args.batch)
     theirs = seed_epoch(seed, x, y, args.batch, args.seed_workers)
+    ours = {name: patchswap_epoch(files, args.images, args.batch, v) for name, v in VARIANTS.items()}
     print(f"# one IPS epoch, {len(x):,} CIFAR-10 images, resnet8, {args.batch} pairs/step ({machine()})")
-    print("| loop | set-up (s) | epoch (s) | images through the network | images/s |")
-    print("|---|---|---|---|---|")
-    for name, (setup, epoch, n) in (("patchswap train --method ips", ours), ("seed example loop", theirs)):
-        print(f"| {name} | {setup:.1f} | {epoch:.1f} | {n:,} | {n / epoch:,.0f} |")
-    print(f"| speed-up per epoch | | {theirs[1] / ours[1]:.2f}x | | |")
-    print(json.dumps({"ours": ours, "seed": theirs, "images": len(x)}))
+    print("| loop | set-up (s) | epoch (s) | images through the network | images/s | speed-up per epoch |")
+    print("|---|---|---|---|---|---|")
+    rows = [("seed example loop (fp32, NCHW)", theirs)] + [
+        (f"patchswap train --method ips, {k}", v) for k, v in ours.items()
+    ]
+    for name, (setup, epoch, n) in rows:
+        print(f"| {name} | {setup:.1f} | {epoch:.1f} | {n:,} | {n / epoch:,.0f} | {theirs[1] / epoch:.2f}x |")
+    print(json.dumps({"seed": theirs, **ours, "images": len(x)}))
 
 
 if __name__ == "__main__":

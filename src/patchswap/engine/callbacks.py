@@ -68,7 +68,7 @@ class EpochMetricsCSV(L.Callback):
             return
         row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         for key, value in trainer.callback_metrics.items():
-            if key.endswith("_step") or key == "img/s":
+            if key.endswith("_step") or key in ("img/s", "loss"):
                 continue
             row[key.removesuffix("_epoch")] = round(_scalar(value), 6)
         self._write(self._read() + [row])

@@ -18,7 +18,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from patchswap.data import DataBundle, TensorImageDataset
 from patchswap.sampling import ClassPairBatchSampler, dataset_labels
 
-__all__ = ["IndexedDataset", "PatchswapDataModule", "ShuffledBatchSampler"]
+__all__ = [
+    "IGNORE_LABEL",
+    "EvalShardSampler",
+    "IndexedDataset",
+    "PatchswapDataModule",
+    "ShuffledBatchSampler",
+]
 
 
 class ShuffledBatchSampler(Sampler[list[int]]):
@@ -73,6 +79,30 @@ class ShuffledBatchSampler(Sampler[list[int]]):
             yield mine[i * self.batch_size : (i + 1) * self.batch_size].tolist()
 
 
+IGNORE_LABEL = -100  # label of padding samples: metrics skip it (torchmetrics ignore_index)
+
+
+class EvalShardSampler(Sampler[list[int]]):
+    """In-order evaluation batches sharded across ranks; the padding that gives every rank the same
+    number of batches is encoded as negative indices, so metrics can ignore it and a distributed
+    evaluation counts every image exactly once."""
+
+    def __init__(self, num_samples: int, batch_size: int, *, num_replicas: int = 1, rank: int = 0) -> None:
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.num_replicas, self.rank = num_replicas, rank
+        self.per_rank = -(-num_samples // num_replicas)
+
+    def __len__(self) -> int:
+        return -(-self.per_rank // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = np.arange(self.per_rank * self.num_replicas)
+        order = np.where(order < self.num_samples, order, ~(order % max(self.num_samples, 1)))
+        mine = order[self.rank :: self.num_replicas]
+        for i in range(len(self)):
+            yield mine[i * self.batch_size : (i + 1) * self.batch_size].tolist()
+
+
 class IndexedDataset(Dataset):
     """Wraps a dataset so each batch also carries the dataset indices (for per-sample method state)."""
 
@@ -84,14 +114,21 @@ class IndexedDataset(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # A negative index ~i is padding that evens out ranks (see EvalShardSampler): sample i, label IGNORE.
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        pad = idx < 0
+        real = torch.where(pad, ~idx, idx).tolist()
         getitems = getattr(self.dataset, "__getitems__", None)
         if getitems is not None:
-            images, labels = getitems(indices)
+            images, labels = getitems(real)
         else:
-            items = [self.dataset[i] for i in indices]
+            items = [self.dataset[i] for i in real]
             images = torch.stack([torch.as_tensor(x) for x, _ in items])
             labels = torch.as_tensor([int(y) for _, y in items])
-        return images, torch.as_tensor(labels, dtype=torch.long), torch.as_tensor(indices, dtype=torch.long)
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        if pad.any():
+            labels = torch.where(pad.to(labels.device), IGNORE_LABEL, labels)
+        return images, labels, torch.as_tensor(real, dtype=torch.long)
 
     def __getitem__(self, index: int) -> Any:  # pragma: no cover - DataLoader uses __getitems__
         return self.__getitems__([index])
@@ -184,14 +221,7 @@ class PatchswapDataModule(L.LightningDataModule):
         if dataset is None:
             return []
         replicas, rank = self._replicas()
-        sampler = ShuffledBatchSampler(
-            len(dataset),  # type: ignore[arg-type]
-            self.eval_batch_size,
-            num_replicas=replicas,
-            rank=rank,
-            drop_last=False,
-            shuffle=False,
-        )
+        sampler = EvalShardSampler(len(dataset), self.eval_batch_size, num_replicas=replicas, rank=rank)  # type: ignore[arg-type]
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> DataLoader | list:

@@ -20,6 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibratio
 
 from patchswap.data import DeviceAugment
 from patchswap.engine.config import OptimSection
+from patchswap.engine.loaders import IGNORE_LABEL
 from patchswap.methods import Method, MethodBatch
 
 __all__ = ["ClassifierModule", "derive_seed", "lr_factor"]
@@ -50,17 +51,23 @@ def lr_factor(optim: OptimSection, step: int, steps_per_epoch: int, epochs: int)
 
 
 class _EvalMetrics(nn.Module):
+    """Accuracy, ECE and NLL that skip padding rows (label IGNORE_LABEL), so sharded evaluation is exact."""
+
     def __init__(self, num_classes: int) -> None:
         super().__init__()
-        self.acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.ece = MulticlassCalibrationError(num_classes=num_classes, n_bins=15, norm="l1")
+        self.acc = MulticlassAccuracy(num_classes=num_classes, average="micro", ignore_index=IGNORE_LABEL)
+        self.ece = MulticlassCalibrationError(
+            num_classes=num_classes, n_bins=15, norm="l1", ignore_index=IGNORE_LABEL
+        )
         self.nll = MeanMetric()
 
     def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
         logits = logits.float()
+        keep = y != IGNORE_LABEL
         self.acc.update(logits, y)
         self.ece.update(logits.softmax(1), y)
-        self.nll.update(F.cross_entropy(logits, y, reduction="none"))
+        nll = F.cross_entropy(logits, y.clamp(min=0), reduction="none")
+        self.nll.update(nll, weight=keep.float())
 
 
 class ClassifierModule(L.LightningModule):
@@ -124,12 +131,15 @@ class ClassifierModule(L.LightningModule):
         acc = (out.logits.detach().argmax(1) == out.targets).float().mean()
         self._epoch_images += n
         rate = self._epoch_images / max(1e-9, time.perf_counter() - self._epoch_t0)
-        self.log("train/loss", out.loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
-        self.log("train/acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
+        loss = out.loss.detach()
+        # Step values stay local (no collective per step); epoch means are reduced across ranks.
+        self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
         self.log("img/s", rate, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log("train/acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         for key, value in out.parts.items():
-            self.log(f"train/{key}", value, on_step=False, on_epoch=True, batch_size=n)
-        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
+            self.log(f"train/{key}", value, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
         return out.loss
 
     def epoch_throughput(self) -> tuple[int, float]:

@@ -110,6 +110,9 @@ class _Run:
     def trainer(self, run_dir: Path | None, *, callbacks: list | None = None, fit: bool = True) -> L.Trainer:
         t = self.cfg.trainer
         devices: Any = int(t.devices) if str(t.devices).isdigit() else t.devices
+        strategy = t.strategy
+        if not fit:  # evaluation after (or without) training: one device in this process, exact metrics
+            devices, strategy = 1, "auto"
         limit: Any = int(t.limit_train_batches) if t.limit_train_batches > 1 else t.limit_train_batches
         cbs = list(callbacks or [])
         if t.progress_bar and fit:
@@ -121,7 +124,7 @@ class _Run:
             max_epochs=t.epochs,
             accelerator=t.accelerator,
             devices=devices,
-            strategy=t.strategy,
+            strategy=strategy,
             precision=t.precision,  # type: ignore[arg-type]
             callbacks=cbs,
             logger=logger,
@@ -180,6 +183,14 @@ def _run_time(metrics_csv: Path) -> float:
         return sum(float(r.get("train/epoch_seconds") or 0) for r in csv.DictReader(f))
 
 
+def _launcher_rank() -> int:
+    """Global rank as set by Lightning's DDP launcher, torchrun or SLURM (0 before any launch)."""
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
 def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     """Train, select the best epoch on the validation split, test it once; returns the summary."""
     run_dir = Path(cfg.trainer.run_dir) if cfg.trainer.run_dir else default_run_dir(cfg)
@@ -198,8 +209,9 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             f"{run_dir} already holds a run; continue it with `patchswap train --resume {run_dir}` or "
             "choose another --trainer.run_dir"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg.dump(run_dir / "config.yaml")
+    if _launcher_rank() == 0:  # DDP children re-run this command: only the first process writes
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.dump(run_dir / "config.yaml")
 
     run = _Run(cfg)
     has_val = run.bundle.val is not None
@@ -224,6 +236,9 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     with _quiet_lightning():
         trainer = run.trainer(run_dir, callbacks=callbacks)
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(last) if resume else None)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Training is over: rank 0 evaluates alone, so metrics must not wait for other ranks.
+            torch.distributed.destroy_process_group()
         if not trainer.is_global_zero:
             return {}
         save_weights(run.model, ckpt_dir / "last.safetensors")

@@ -68,6 +68,8 @@ class TrainerSection:
     accelerator: str = "auto"  # auto | cpu | gpu | mps
     devices: str = "1"  # number of devices, or auto
     strategy: str = "auto"  # auto | ddp | ...
+    num_nodes: int = 1  # machines (with torchrun or SLURM; see docs/distributed.md)
+    cudnn_benchmark: bool = True  # let cuDNN pick the fastest kernels for fixed input sizes (GPU)
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
     run_dir: str | None = None  # default: runs/<data>-<model>-<method>-s<seed>
     early_stopping_patience: int = 0  # epochs without val improvement before stopping (0 = off)

@@ -125,6 +125,8 @@ class _Run:
             accelerator=t.accelerator,
             devices=devices,
             strategy=strategy,
+            num_nodes=t.num_nodes if fit else 1,
+            benchmark=t.cudnn_benchmark,
             precision=t.precision,  # type: ignore[arg-type]
             callbacks=cbs,
             logger=logger,

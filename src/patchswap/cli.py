@@ -146,6 +146,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. data.data_dir=/data",
     )
 
+    cmp = sub.add_parser(
+        "compare",
+        help="run a grid of methods x seeds (resumable) and tabulate mean +- std",
+        description=(
+            "Run every (entry, seed) of a study in its own process, skipping finished runs and resuming "
+            "unfinished ones, then write results.csv, results.md and results.png. A study is a YAML file "
+            "(see patchswap.engine.compare) or the quick form --methods/--seeds/--config."
+        ),
+        allow_abbrev=False,
+    )
+    cmp.add_argument("study", nargs="?", help="study YAML file")
+    cmp.add_argument("--methods", help="quick form: comma-separated methods, e.g. ce,ips")
+    cmp.add_argument("--seeds", default="0,1,2", help="quick form: comma-separated seeds (default: 0,1,2)")
+    cmp.add_argument(
+        "--config", action="append", default=[], metavar="FILE", help="quick form: base YAML config"
+    )
+    cmp.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="quick form: override for all runs"
+    )
+    cmp.add_argument(
+        "--out", default="runs/compare", help="quick form: output folder (default: runs/compare)"
+    )
+    cmp.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default: 1)")
+    cmp.add_argument(
+        "--max-runs", type=int, default=None, help="train at most this many runs now (resumable pieces)"
+    )
+    cmp.add_argument("--report-only", action="store_true", help="only tabulate the finished runs")
+
     show = sub.add_parser(
         "show-pairs",
         help="write a PNG of same-class pairs and their swapped versions",
@@ -254,6 +282,36 @@ def _cmd_show_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from patchswap.engine.compare import collect, load_study, quick_study, run_study, write_report
+
+    if args.study:
+        study = load_study(args.study)
+    elif args.methods:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+        methods = [m for m in args.methods.split(",") if m]
+        study = quick_study(args.config, methods, seeds, args.out, _parse_sets(args.set))
+    else:
+        raise SystemExit("give a study file or --methods (see patchswap compare --help)")
+    if not args.report_only:
+        run_study(study, jobs=args.jobs, max_runs=args.max_runs)
+    rows = collect(study)
+    files = write_report(study, rows)
+    print(files["md"].read_text())
+    print(f"wrote {files['csv']}, {files['md']}, {files['png']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -262,10 +320,23 @@ def main(argv: list[str] | None = None) -> int:
     from patchswap.engine.config import ConfigError
     from patchswap.engine.run import RunError
 
-    handlers = {"train": _cmd_train, "eval": _cmd_eval, "show-pairs": _cmd_show_pairs}
+    handlers = {
+        "train": _cmd_train,
+        "eval": _cmd_eval,
+        "show-pairs": _cmd_show_pairs,
+        "compare": _cmd_compare,
+    }
     try:
         return handlers[args.command](args)
-    except (ConfigError, RunError, CheckpointError, DatasetNotFoundError, ValueError, FileNotFoundError) as e:
+    except (
+        ConfigError,
+        RunError,
+        CheckpointError,
+        DatasetNotFoundError,
+        ValueError,
+        FileNotFoundError,
+        RuntimeError,
+    ) as e:
         print(f"patchswap {args.command}: error: {e}", file=sys.stderr)
         return 2
 

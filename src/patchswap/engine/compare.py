@@ -1,0 +1,346 @@
+"""``patchswap compare``: a grid of methods (or variants) x seeds, run in resumable pieces, then a table.
+
+A study is a YAML file::
+
+    base: configs/cifar10-cpu-small.yaml      # a config file (path relative to the study), optional
+    set: {trainer.epochs: 15}                 # overrides applied to every run, optional
+    seeds: [0, 1, 2]
+    out: runs/study                           # where run directories go (relative to the study file)
+    entries:                                  # name -> overrides (section.key: value)
+      ce: {method: ce}
+      ce-2x-epochs: {method: ce, trainer.epochs: 30}
+      ips: {method: ips}
+      ips-no-swap: {method: ips, ips.prob: 0}
+
+Each (entry, seed) trains in its own process into ``out/<entry>/s<seed>``. A run with a summary is
+finished and skipped; a run with a checkpoint is resumed; so a long study can run in several
+pieces (``--max-runs``). ``results.csv`` has one row per run; ``results.md`` the mean +- std per
+entry, ranked by validation accuracy (the test column is reported, never used to choose).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from patchswap.engine.config import ConfigError, load_config
+
+__all__ = ["RunSpec", "Study", "collect", "load_study", "quick_study", "run_study", "write_report"]
+
+# Columns of results.csv, taken from each run's summary.json (and eval.json where present).
+METRICS = [
+    ("val_acc", ("val", "acc")),
+    ("test_acc", ("test", "acc")),
+    ("val_nll", ("val", "nll")),
+    ("test_nll", ("test", "nll")),
+    ("val_ece", ("val", "ece")),
+    ("test_ece", ("test", "ece")),
+    ("train_seconds", ("train_seconds",)),
+    ("images_per_s", ("train_images_per_s",)),
+    ("images_seen", ("images_seen",)),
+    ("best_epoch", ("best_epoch",)),
+]
+
+
+@dataclass
+class RunSpec:
+    entry: str
+    seed: int
+    run_dir: Path
+    overrides: dict[str, str]
+
+    @property
+    def state(self) -> str:
+        if (self.run_dir / "summary.json").exists():
+            return "done"
+        if (self.run_dir / "checkpoints" / "last.ckpt").exists():
+            return "partial"
+        return "new"
+
+
+@dataclass
+class Study:
+    path: Path
+    base: list[Path]
+    common: dict[str, str]
+    seeds: list[int]
+    out: Path
+    entries: dict[str, dict[str, str]]
+
+    def runs(self) -> list[RunSpec]:
+        specs = []
+        for seed in self.seeds:  # seed-major: an interrupted study has every entry at seed 0 first
+            for name, extra in self.entries.items():
+                run_dir = self.out / name / f"s{seed}"
+                overrides = {
+                    **self.common,
+                    **extra,
+                    "trainer.seed": str(seed),
+                    "trainer.run_dir": str(run_dir),
+                }
+                specs.append(RunSpec(name, seed, run_dir, overrides))
+        return specs
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "none" if value is None else str(value)
+
+
+def _flat(mapping: Any, where: str) -> dict[str, str]:
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where} must be a mapping of section.key: value, got {mapping!r}")
+    out: dict[str, str] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):  # nested form {ips: {prob: 0.5}}
+            for sub, v in _flat(value, where).items():
+                out[f"{key}.{sub}"] = v
+        else:
+            out[str(key)] = _text(value)
+    return out
+
+
+def quick_study(
+    configs: list[str], methods: list[str], seeds: list[int], out: str | Path, common: dict[str, str]
+) -> Study:
+    """A study from command-line flags: one entry per method, no file needed."""
+    study = Study(
+        path=Path(out) / "study.yaml",
+        base=[Path(c) for c in configs],
+        common=dict(common),
+        seeds=seeds,
+        out=Path(out),
+        entries={m: {"method": m} for m in methods},
+    )
+    for spec in study.runs():
+        load_config(study.base, spec.overrides)
+    return study
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and check a study file: every run's config must load before anything trains."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = set(data) - {"base", "set", "seeds", "out", "entries"}
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown study keys {sorted(unknown)}; valid: base, set, seeds, out, entries"
+        )
+    here = path.parent
+    base = data.get("base") or []
+    base_paths = [here / b for b in ([base] if isinstance(base, str) else base)]
+    seeds = data.get("seeds", [0, 1, 2])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"{path}: seeds must be a list of integers, got {seeds!r}")
+    entries = data.get("entries")
+    if not isinstance(entries, dict) or not entries:
+        raise ConfigError(f"{path}: entries must map names to overrides, e.g. {{ce: {{method: ce}}}}")
+    study = Study(
+        path=path,
+        base=base_paths,
+        common=_flat(data.get("set"), "set"),
+        seeds=seeds,
+        out=here / data.get("out", f"runs/{path.stem}"),
+        entries={str(k): _flat(v, f"entries.{k}") for k, v in entries.items()},
+    )
+    for spec in study.runs():
+        try:
+            load_config(study.base, spec.overrides)
+        except ValueError as e:  # ConfigError, or an unknown method/model name
+            raise ConfigError(f"{path}: entry {spec.entry!r}: {e}") from e
+    return study
+
+
+def _command(study: Study, spec: RunSpec) -> list[str]:
+    cmd = [sys.executable, "-m", "patchswap.cli", "train"]
+    if spec.state == "partial":
+        cmd += ["--resume", str(spec.run_dir)]
+        return cmd
+    for cfg in study.base:
+        cmd += ["--config", str(cfg)]
+    for key, value in spec.overrides.items():
+        cmd += [f"--{key}" if key != "method" else "--method", value]
+    return cmd
+
+
+def run_study(
+    study: Study, *, jobs: int = 1, max_runs: int | None = None, log=print, progress_bar: bool = False
+) -> list[RunSpec]:
+    """Train every unfinished run (at most ``max_runs`` this time), ``jobs`` processes at a time."""
+    todo = [s for s in study.runs() if s.state != "done"]
+    if max_runs is not None:
+        todo = todo[:max_runs]
+    done = len(study.runs()) - len([s for s in study.runs() if s.state != "done"])
+    log(f"study {study.path.name}: {len(study.runs())} runs, {done} done, {len(todo)} to run now")
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, jobs))))
+    running: list[tuple[RunSpec, subprocess.Popen, float, Any]] = []
+    queue = list(todo)
+    failed: list[RunSpec] = []
+    while queue or running:
+        while queue and len(running) < jobs:
+            spec = queue.pop(0)
+            action = "resume" if spec.state == "partial" else "train"
+            spec.run_dir.mkdir(parents=True, exist_ok=True)
+            logf = (spec.run_dir / "compare.log").open("a")
+            cmd = _command(study, spec)
+            if not progress_bar:
+                cmd += ["--trainer.progress_bar", "false"]
+            log(f"  {action} {spec.entry} seed {spec.seed} -> {spec.run_dir}")
+            proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT)
+            running.append((spec, proc, time.perf_counter(), logf))
+        time.sleep(0.2)
+        for item in list(running):
+            spec, proc, t0, logf = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            logf.close()
+            secs = time.perf_counter() - t0
+            if proc.returncode == 0:
+                log(f"  done {spec.entry} seed {spec.seed} in {secs:.0f} s")
+            else:
+                failed.append(spec)
+                log(
+                    f"  FAILED {spec.entry} seed {spec.seed} (exit {proc.returncode}); "
+                    f"see {spec.run_dir / 'compare.log'}"
+                )
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} run(s) failed: " + ", ".join(f"{s.entry}/s{s.seed}" for s in failed)
+        )
+    return todo
+
+
+def _get(d: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def collect(study: Study) -> list[dict[str, Any]]:
+    """One row per finished run: entry, seed and the METRICS columns (plus eval.json numbers)."""
+    rows = []
+    for spec in study.runs():
+        summary_path = spec.run_dir / "summary.json"
+        if not summary_path.exists():
+            continue
+        summary = json.loads(summary_path.read_text())
+        row: dict[str, Any] = {"entry": spec.entry, "seed": spec.seed}
+        for column, keys in METRICS:
+            row[column] = _get(summary, keys)
+        eval_path = spec.run_dir / "eval.json"
+        if eval_path.exists():
+            for key, value in _flatten_numbers(json.loads(eval_path.read_text())).items():
+                row[f"eval/{key}"] = value
+        rows.append(row)
+    return rows
+
+
+def _flatten_numbers(d: Any, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_flatten_numbers(v, f"{prefix}{k}/" if prefix or k else k))
+    elif isinstance(d, (int, float)) and not isinstance(d, bool):
+        out[prefix.rstrip("/")] = float(d)
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, sd
+
+
+def write_report(study: Study, rows: list[dict[str, Any]]) -> dict[str, Path]:
+    """results.csv, results.md (mean +- std per entry, ranked by val accuracy) and results.png."""
+    out = study.out
+    out.mkdir(parents=True, exist_ok=True)
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys or ["entry", "seed"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+    stats: dict[str, dict[str, tuple[float, float, int]]] = {}
+    for name in study.entries:
+        mine = [r for r in rows if r["entry"] == name]
+        stats[name] = {}
+        for column, _ in METRICS:
+            vals = [float(r[column]) for r in mine if r.get(column) is not None]
+            if vals:
+                stats[name][column] = (*_mean_std(vals), len(vals))
+    ranked = sorted(stats, key=lambda n: -stats[n].get("val_acc", (float("-inf"), 0, 0))[0])
+
+    def cell(name: str, column: str, scale: float = 1.0, digits: int = 2) -> str:
+        if column not in stats[name]:
+            return "-"
+        m, sd, _ = stats[name][column]
+        return f"{scale * m:.{digits}f} +- {scale * sd:.{digits}f}"
+
+    lines = [
+        f"# {study.path.stem if study.path.exists() else study.out.name}",
+        "",
+        f"Seeds {study.seeds}; mean +- sample std over finished seeds. Ranked by validation accuracy "
+        "(the test split is reported, never used to choose).",
+        "",
+        "| entry | runs | val acc (%) | test acc (%) | test NLL | test ECE (%) | train s | images/s "
+        "| images seen |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ranked:
+        n = stats[name].get("val_acc", stats[name].get("test_acc", (0, 0, 0)))[2]
+        lines.append(
+            f"| {name} | {n} | {cell(name, 'val_acc', 100)} | {cell(name, 'test_acc', 100)} "
+            f"| {cell(name, 'test_nll', 1, 4)} | {cell(name, 'test_ece', 100)} "
+            f"| {cell(name, 'train_seconds', 1, 1)} "
+            f"| {cell(name, 'images_per_s', 1, 0)} | {cell(name, 'images_seen', 1, 0)} |"
+        )
+    lines += ["", "Overrides per entry:", ""]
+    lines += [f"- `{name}`: `{study.entries[name]}`" for name in study.entries]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(ranked) + 2), 3.8))
+    xs = range(len(ranked))
+    for offset, column, label in ((-0.2, "val_acc", "val"), (0.2, "test_acc", "test")):
+        means = [100 * stats[n].get(column, (math.nan, 0, 0))[0] for n in ranked]
+        errs = [100 * stats[n].get(column, (0, 0, 0))[1] for n in ranked]
+        ax.bar([x + offset for x in xs], means, width=0.4, yerr=errs, capsize=3, label=label)
+    ax.set_xticks(list(xs), ranked, rotation=30, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    vals = [100 * stats[n][c][0] for n in ranked for c in ("val_acc", "test_acc") if c in stats[n]]
+    if vals:
+        ax.set_ylim(max(0, min(vals) - 5), min(100, max(vals) + 3))
+    ax.legend()
+    ax.set_title(f"{study.path.stem if study.path.exists() else study.out.name}: mean +- std over seeds")
+    fig.tight_layout()
+    fig.savefig(out / "results.png", dpi=110)
+    plt.close(fig)
+    return {"csv": out / "results.csv", "md": out / "results.md", "png": out / "results.png"}

@@ -13,6 +13,7 @@ from PIL import Image
 
 from patchswap.cli import ALIASES, _field_comments, main
 from patchswap.engine.config import SECTIONS, RunConfig
+from patchswap.methods import available_methods
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -45,7 +46,9 @@ def test_help_shows_every_key_with_its_default(capsys, monkeypatch, command):
         entry = body[start:end]
         shown = ",".join(map(str, default)) if isinstance(default, list) else str(default)
         assert f"(default: {shown})" in entry, (section, key, entry)
-    assert body.startswith("--method.name NAME training method: ce, ips (default: ips)")
+    assert body.startswith(
+        f"--method.name NAME training method: {', '.join(available_methods())} (default: ips)"
+    )
     for flag, key in ALIASES.items():
         assert re.search(rf" {flag}( V)? += --{re.escape(key)}\b", text), flag
 
@@ -78,7 +81,7 @@ def test_help_carries_the_field_comments(capsys, monkeypatch):
             ["'nosuchdata'", "digits", "cifar10", "cifar100", "npz:PATH", "folder:PATH"],
         ),
         (["--model", "nosuchnet"], ["'nosuchnet'", "resnet8", "wrn_40_2", "timm:", "torchvision:"]),
-        (["--method", "nosuch"], ["'nosuch'", "valid methods: ce, ips"]),
+        (["--method", "nosuch"], ["'nosuch'", "valid methods: ce, cskd, cutmix"]),
     ],
 )
 def test_unknown_names_exit_2_listing_valid_ones(capsys, tmp_path, flags, names):

@@ -48,8 +48,20 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
 
 
 # -- registry --------------------------------------------------------------------------------------
-def test_registry_lists_ce_and_ips():
-    assert available_methods() == ["ce", "ips"]
+def test_registry_lists_ce_ips_and_the_baselines():
+    assert available_methods() == [
+        "ce",
+        "cskd",
+        "cutmix",
+        "cutout",
+        "dlb",
+        "ips",
+        "kd",
+        "label_smoothing",
+        "mixup",
+        "pskd",
+        "tfkd",
+    ]
     assert method_class("ips").needs_pairs and not method_class("ce").needs_pairs
 
 
@@ -57,7 +69,7 @@ def test_unknown_method_suggests_and_lists_valid_names():
     with pytest.raises(ValueError) as e:
         create_method("ipz")
     msg = str(e.value)
-    assert "'ipz'" in msg and "did you mean 'ips'" in msg and "valid methods: ce, ips" in msg
+    assert "'ipz'" in msg and "did you mean 'ips'" in msg and "valid methods: ce, cskd, cutmix" in msg
 
 
 def test_unknown_option_is_an_error_naming_it_and_the_valid_ones():

@@ -1,6 +1,18 @@
 """Training methods: one file each, one registry. Importing this package registers them all."""
 
-from patchswap.methods import ce, ips  # noqa: F401  (registration)
+from patchswap.methods import (  # noqa: F401  (registration)
+    ce,
+    cskd,
+    cutmix,
+    cutout,
+    dlb,
+    ips,
+    kd,
+    label_smoothing,
+    mixup,
+    pskd,
+    tfkd,
+)
 from patchswap.methods.base import (
     Method,
     MethodBatch,

@@ -10,6 +10,7 @@ from torch import nn
 
 from patchswap.losses import IPSLoss
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
+from patchswap.methods.mixing import MIX_MODES, cutmix, cutout, mix_targets, mixup
 from patchswap.ops import PatchSwap
 
 
@@ -36,6 +37,9 @@ class IntraClassPatchSwap(Method):
         t2_scaling: bool = True  # multiply the KL by T^2
         label_smoothing: float = 0.0
         partner: str = "same_class"  # same_class, or any_class (ablation)
+        mix: str = "none"  # after the swap: none, cutout, mixup or cutmix (same draw for both views)
+        mix_alpha: float = 1.0  # Beta(mix_alpha, mix_alpha) of mixup / cutmix
+        cutout_size: int = 8  # hole side in pixels for mix=cutout
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
@@ -51,6 +55,12 @@ class IntraClassPatchSwap(Method):
         )
         if o.partner not in ("same_class", "any_class"):
             raise ValueError(f"ips partner must be 'same_class' or 'any_class', got {o.partner!r}")
+        if o.mix not in MIX_MODES:
+            raise ValueError(f"ips mix must be one of {MIX_MODES}, got {o.mix!r}")
+        if not o.mix_alpha > 0:
+            raise ValueError(f"ips mix_alpha must be positive, got {o.mix_alpha!r}")
+        if o.cutout_size < 1:
+            raise ValueError(f"ips cutout_size must be at least 1 pixel, got {o.cutout_size!r}")
         self.swap = self._make_swap(o.prob)
 
     def _make_swap(self, prob: float) -> PatchSwap:
@@ -79,8 +89,16 @@ class IntraClassPatchSwap(Method):
         self.swap.prob = self.current_prob(batch.epoch)
         # In place on the freshly augmented batch: no copy, and both views go through one forward.
         x, swapped = self.swap.swap_batch(x, batch.generator, inplace=True)
+        mixed = None
+        if self.options.mix == "cutout":
+            x = cutout(x, self.options.cutout_size, generator=batch.generator, views=2)
+        elif self.options.mix in ("mixup", "cutmix"):
+            mix_fn = mixup if self.options.mix == "mixup" else cutmix
+            mixed = mix_fn(x, self.options.mix_alpha, generator=batch.generator, views=2)
+            x = mixed.x
         logits = model(x)
-        targets = y[:n]
+        # One target per pair: the mixing draw is shared by both views, so they keep the same target.
+        targets = y[:n] if mixed is None else mix_targets(y[:n], mixed.perm, mixed.lam, logits.shape[1])
         out = self.loss_fn(logits[:n], logits[n:], targets)
         parts = {
             "ce": out.ce,
@@ -88,4 +106,7 @@ class IntraClassPatchSwap(Method):
             "teacher_a_fraction": out.teacher_a_fraction,
             "swap_fraction": swapped.fraction.mean(),
         }
-        return StepOutput(out.loss, logits, torch.cat([targets, targets]), parts)
+        if mixed is not None:
+            parts["mix_lam"] = mixed.lam.detach()
+        labels = targets if targets.dim() == 1 else targets.argmax(dim=1)
+        return StepOutput(out.loss, logits, torch.cat([labels, labels]), parts)

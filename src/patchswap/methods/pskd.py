@@ -1,0 +1,82 @@
+"""PS-KD (Kim et al. 2021): progressive self-KD; targets mix in last epoch's prediction per sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from patchswap.losses import soft_cross_entropy
+from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
+
+
+@register_method
+class ProgressiveSelfKD(Method):
+    """``CE(z, (1 - alpha_t) * one_hot(y) + alpha_t * p_prev(x))``, ``alpha_t = alpha_T * t / T``.
+
+    ``t = epoch + 1`` is the paper's 1-based epoch (so ``alpha_t`` reaches ``alpha_T`` in the last
+    epoch) and ``p_prev`` the softmax this model gave the same sample when it last saw it in an
+    earlier epoch. Predictions live in the buffer ``predictions`` (float16, ``[num_samples,
+    num_classes]``) with the epoch that wrote each row in ``written_epoch`` (-1: never); both move
+    with the module and are checkpointed, so resuming keeps them. A sample without an earlier-epoch
+    prediction (epoch 0, or dropped by ``drop_last`` so far) gets the one-hot target.
+    """
+
+    name = "pskd"
+
+    @dataclass
+    class Options:
+        alpha_T: float = 0.8  # weight of the past prediction in the last epoch (rises linearly)
+
+    def __init__(self, options: Any = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        if not 0.0 <= self.options.alpha_T <= 1.0:
+            raise ValueError(f"pskd alpha_T must be in [0, 1], got {self.options.alpha_T!r}")
+        if self.num_samples < 1 or self.num_classes < 1:
+            raise ValueError(
+                "pskd keeps one prediction per training sample: build it with num_samples and num_classes, "
+                f"e.g. create_method('pskd', num_samples=50000, num_classes=100) (got num_samples="
+                f"{self.num_samples}, num_classes={self.num_classes})"
+            )
+        self.register_buffer(
+            "predictions", torch.zeros(self.num_samples, self.num_classes, dtype=torch.float16)
+        )
+        self.register_buffer("written_epoch", torch.full((self.num_samples,), -1, dtype=torch.int32))
+
+    def alpha_at(self, epoch: int, max_epochs: int) -> float:
+        return self.options.alpha_T * min(1.0, (epoch + 1) / max(1, max_epochs))
+
+    def targets(self, y: Tensor, index: Tensor, epoch: int, max_epochs: int) -> Tensor:
+        """The soft targets of a batch, from predictions written before ``epoch``."""
+        one_hot = F.one_hot(y.long(), self.num_classes).to(torch.float32)
+        past = self.predictions[index].to(torch.float32)
+        past = past / past.sum(dim=1, keepdim=True).clamp_min(1e-12)  # undo float16 rounding of the sum
+        written = self.written_epoch[index]
+        known = ((written >= 0) & (written < epoch))[:, None]
+        alpha = self.alpha_at(epoch, max_epochs)
+        return (1.0 - alpha) * one_hot + alpha * torch.where(known, past, one_hot)
+
+    def forward(self, model: nn.Module, batch: MethodBatch) -> StepOutput:
+        if batch.index is None:
+            raise ValueError("pskd needs the dataset index of every sample (MethodBatch.index)")
+        index = batch.index.to(device=self.predictions.device, dtype=torch.long)
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.num_samples):
+            raise ValueError(f"pskd got sample indices outside 0..{self.num_samples - 1}")
+        logits = model(batch.x)
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"pskd was built for {self.num_classes} classes, the model gives {logits.shape[1]}"
+            )
+        with torch.no_grad():
+            target = self.targets(batch.y, index, batch.epoch, batch.max_epochs)
+        loss = soft_cross_entropy(logits, target)
+        # Read before write: this step's targets never see its own predictions; they are stored for the
+        # next epoch, and the epoch stamp hides them from any later visit within this epoch.
+        with torch.no_grad():
+            self.predictions[index] = logits.detach().float().softmax(dim=1).to(torch.float16)
+            self.written_epoch[index] = batch.epoch
+        alpha = torch.tensor(self.alpha_at(batch.epoch, batch.max_epochs), device=logits.device)
+        return StepOutput(loss, logits, batch.y, {"ce": loss.detach(), "alpha_t": alpha})

@@ -1,0 +1,285 @@
+"""Baseline methods (label smoothing, CS-KD, PS-KD, Tf-KD, DLB, KD): losses by hand, state, end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from patchswap.cli import main
+from patchswap.methods import MethodBatch, available_methods, create_method, method_class
+from patchswap.models import create_model, load_pretrained
+
+N, C, H, W, CLASSES = 8, 3, 4, 4, 5
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+class Recorder(nn.Module):
+    """A linear classifier that keeps a copy of every input it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(C * H * W, CLASSES)
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return self.fc(x.flatten(1))
+
+
+def _batch(n: int = N, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, C, H, W, generator=g), torch.randint(0, CLASSES, (n,), generator=g)
+
+
+def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def _kl(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
+    """KL(softmax(teacher / t) || softmax(student / t)), mean over rows, by torch's own kl_div."""
+    return F.kl_div(
+        F.log_softmax(student / t, dim=1),
+        F.log_softmax(teacher / t, dim=1),
+        log_target=True,
+        reduction="batchmean",
+    )
+
+
+def test_all_baselines_are_registered_and_only_pair_methods_need_pairs():
+    names = {"label_smoothing", "cutout", "mixup", "cutmix", "cskd", "pskd", "tfkd", "dlb", "kd"}
+    assert names <= set(available_methods())
+    assert {n for n in available_methods() if method_class(n).needs_pairs} == {"ips", "cskd"}
+
+
+# -- label smoothing -------------------------------------------------------------------------------
+@pytest.mark.parametrize("smoothing", [None, 0.3])
+def test_label_smoothing_is_ce_against_smoothed_one_hot(smoothing):
+    x, y = _batch()
+    model = Recorder()
+    method = create_method("label_smoothing", **({} if smoothing is None else {"smoothing": smoothing}))
+    out = method(model, MethodBatch(x, y))
+    s = 0.1 if smoothing is None else smoothing
+    target = (1 - s) * F.one_hot(y, CLASSES).float() + s / CLASSES
+    torch.testing.assert_close(out.loss, _soft_ce(model.fc(x.flatten(1)), target), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="smoothing"):
+        create_method("label_smoothing", smoothing=1.0)
+
+
+# -- CS-KD -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("temperature", "lam"), [(4.0, 1.0), (2.0, 0.5)])
+def test_cskd_is_anchor_ce_plus_kl_from_the_detached_partner(temperature, lam):
+    x, y = _batch()
+    y = torch.cat([y[: N // 2], y[: N // 2]])
+    n = N // 2
+    model = Recorder()
+    out = create_method("cskd", temperature=temperature, lambda_cls=lam)(model, MethodBatch(x, y))
+    assert [s.shape[0] for s in model.seen] == [n, n], "anchors with gradient, then partners without"
+    out.loss.backward()
+    got = model.fc.weight.grad.clone()
+    model.zero_grad()
+    z = model.fc(x.flatten(1))
+    za, zp = z[:n], z[n:].detach()
+    expected = F.cross_entropy(za, y[:n]) + lam * temperature**2 * _kl(za, zp, temperature)
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
+    expected.backward()
+    torch.testing.assert_close(got, model.fc.weight.grad, rtol=1e-4, atol=1e-7)
+    assert torch.equal(out.targets, y[:n]) and out.logits.shape == (n, CLASSES)
+    assert create_method("cskd").sampler_options() == {"partner": "same_class"}
+
+
+# -- PS-KD -----------------------------------------------------------------------------------------
+def _pskd(num_samples: int = 20, **options) -> nn.Module:
+    return create_method("pskd", num_samples=num_samples, num_classes=CLASSES, **options)
+
+
+def test_pskd_buffer_is_float16_per_sample_and_in_the_state_dict():
+    method = _pskd(20)
+    assert method.predictions.shape == (20, CLASSES) and method.predictions.dtype == torch.float16
+    state = method.state_dict()
+    assert {"predictions", "written_epoch"} <= set(state)
+    with pytest.raises(ValueError, match="num_samples"):
+        create_method("pskd")
+
+
+def test_pskd_epoch_zero_is_one_hot_then_later_epochs_mix_in_the_stored_predictions():
+    method, model = _pskd(20), Recorder()
+    x, y = _batch()
+    index = torch.arange(3, 3 + N)
+    out0 = method(model, MethodBatch(x, y, index=index, epoch=0, max_epochs=5))
+    z0 = model.fc(x.flatten(1)).detach()
+    torch.testing.assert_close(out0.loss, F.cross_entropy(z0, y), rtol=1e-5, atol=1e-6)
+    stored = method.predictions[index].float()
+    torch.testing.assert_close(stored, z0.softmax(dim=1), atol=1e-3, rtol=0)
+    assert (method.predictions[:3] == 0).all() and (method.written_epoch[index] == 0).all()
+
+    # A later visit within epoch 0 still uses one-hot targets: this epoch's predictions are for the next.
+    with torch.no_grad():
+        model.fc.weight.mul_(1.5)
+    again = method(model, MethodBatch(x, y, index=index, epoch=0, max_epochs=5))
+    z0b = model.fc(x.flatten(1)).detach()
+    torch.testing.assert_close(again.loss, F.cross_entropy(z0b, y), rtol=1e-5, atol=1e-6)
+
+    # Epoch 2 (the paper's t = 3): alpha_t = 0.8 * 3 / 5, mixed with the predictions of the last visit.
+    prev = method.predictions[index].float()
+    out2 = method(model, MethodBatch(x, y, index=index, epoch=2, max_epochs=5))
+    alpha = 0.8 * 3 / 5
+    target = (1 - alpha) * F.one_hot(y, CLASSES) + alpha * prev / prev.sum(dim=1, keepdim=True)
+    torch.testing.assert_close(out2.loss, _soft_ce(model.fc(x.flatten(1)), target), rtol=1e-5, atol=1e-6)
+    assert out2.parts["alpha_t"].item() == pytest.approx(alpha)
+    assert (method.written_epoch[index] == 2).all()
+
+
+def test_pskd_state_survives_a_state_dict_round_trip():
+    method, model = _pskd(12), Recorder()
+    x, y = _batch()
+    index = torch.arange(N)
+    method(model, MethodBatch(x, y, index=index, epoch=0, max_epochs=3))
+    restored = _pskd(12)
+    restored.load_state_dict(method.state_dict())
+    a = method(model, MethodBatch(x, y, index=index, epoch=1, max_epochs=3)).loss
+    b = restored(model, MethodBatch(x, y, index=index, epoch=1, max_epochs=3)).loss
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, F.cross_entropy(model.fc(x.flatten(1)), y))
+
+
+def test_pskd_rejects_missing_or_out_of_range_indices():
+    x, y = _batch()
+    with pytest.raises(ValueError, match="index"):
+        _pskd(20)(Recorder(), MethodBatch(x, y))
+    with pytest.raises(ValueError, match="indices"):
+        _pskd(4)(Recorder(), MethodBatch(x, y, index=torch.arange(N)))
+
+
+# -- Tf-KD -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("a", "alpha", "t"), [(0.9, 0.1, 20.0), (0.6, 0.5, 2.0)])
+def test_tfkd_distils_from_the_virtual_teacher(a, alpha, t):
+    x, y = _batch()
+    model = Recorder()
+    out = create_method("tfkd", a=a, alpha=alpha, temperature=t)(model, MethodBatch(x, y))
+    z = model.fc(x.flatten(1))
+    one_hot = F.one_hot(y, CLASSES).float()
+    p_d = a * one_hot + (1 - a) / (CLASSES - 1) * (1 - one_hot)
+    teacher = p_d ** (1 / t) / (p_d ** (1 / t)).sum(dim=1, keepdim=True)  # softmax(log p^d / T)
+    kl = (teacher * (teacher.log() - F.log_softmax(z / t, dim=1))).sum(dim=1).mean()
+    expected = (1 - alpha) * F.cross_entropy(z, y) + alpha * t * t * kl
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="a must be"):
+        create_method("tfkd", a=1.0)
+
+
+# -- DLB -------------------------------------------------------------------------------------------
+def test_dlb_distils_the_kept_half_batch_from_its_last_step_predictions():
+    method, model = create_method("dlb", temperature=3.0, alpha=0.7), Recorder()
+    x1, y1 = _batch(seed=1)
+    out1 = method(model, MethodBatch(x1, y1, epoch=0))
+    z1 = model.fc(x1.flatten(1)).detach()
+    torch.testing.assert_close(out1.loss, F.cross_entropy(z1, y1), rtol=1e-5, atol=1e-6)
+    assert out1.parts["kd"].item() == 0.0
+
+    with torch.no_grad():  # an optimizer step between the two batches
+        model.fc.weight.add_(0.3 * torch.randn_like(model.fc.weight))
+    x2, y2 = _batch(seed=2)
+    out2 = method(model, MethodBatch(x2, y2, epoch=0))
+    half = N // 2
+    assert torch.equal(model.seen[1], torch.cat([x2, x1[half:]])), "1.5x images: batch + kept half"
+    z_kept = model.fc(x1[half:].flatten(1))
+    expected = F.cross_entropy(model.fc(x2.flatten(1)), y2) + 0.7 * 9 * _kl(z_kept, z1[half:], 3.0)
+    torch.testing.assert_close(out2.loss, expected, rtol=1e-5, atol=1e-6)
+    assert out2.parts["kd"].item() > 0 and out2.logits.shape == (N, CLASSES)
+
+    # A new epoch starts with an empty memory.
+    method(model, MethodBatch(x1, y1, epoch=1))
+    assert model.seen[2].shape[0] == N
+    assert not method.state_dict(), "the kept batch is not checkpointed"
+
+
+# -- KD --------------------------------------------------------------------------------------------
+BASE = ["--data.train_subset", "300", "--data.batch_size", "32", "--trainer.progress_bar", "false"]
+BASE += ["--model", "resnet8", "--epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("teacher") / "run"
+    assert main(["train", "--method", "ce", *BASE, "--run-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+def _digits_batch(n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def test_kd_loads_the_teacher_of_a_run_and_distils_it(teacher_run):
+    method = create_method("kd", teacher=str(teacher_run), num_classes=10, temperature=4.0, alpha=0.9)
+    student = create_model("resnet8", 10, in_chans=1)
+    x, y = _digits_batch()
+    out = method(student, MethodBatch(x, y))
+
+    reference = create_model("resnet8", 10, in_chans=1)
+    load_pretrained(reference, teacher_run / "checkpoints" / "best.ckpt")
+    reference.eval()
+    with torch.no_grad():
+        zt = reference(x)
+    zs = out.logits
+    expected = 0.1 * F.cross_entropy(zs, y) + 0.9 * 16 * _kl(zs, zt, 4.0)
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
+
+    teacher = method.teacher_model()
+    method.train()
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    assert not method.state_dict() and not list(method.parameters()), "the teacher is not a submodule"
+    # A checkpoint file works as well as the run directory.
+    by_file = create_method("kd", teacher=str(teacher_run / "checkpoints" / "last.ckpt"), num_classes=10)
+    torch.testing.assert_close(by_file(student, MethodBatch(x, y)).loss, out.loss)
+
+
+def test_kd_errors_clearly_on_a_missing_teacher_or_another_class_count(teacher_run, tmp_path):
+    with pytest.raises(ValueError, match="needs a teacher"):
+        create_method("kd", num_classes=10)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        create_method("kd", teacher=str(tmp_path / "nope"), num_classes=10).teacher_model()
+    with pytest.raises(FileNotFoundError, match="no checkpoints"):
+        create_method("kd", teacher=str(tmp_path), num_classes=10).teacher_model()
+    x, y = _digits_batch()
+    with pytest.raises(ValueError, match="predicts 10 classes but the student 5"):
+        create_method("kd", teacher=str(teacher_run), num_classes=5)(
+            create_model("resnet8", 5, in_chans=1), MethodBatch(x, y % 5)
+        )
+    plain = tmp_path / "weights.ckpt"
+    torch.save({"state_dict": {"model.w": torch.zeros(1)}}, plain)
+    with pytest.raises(ValueError, match="no patchswap config"):
+        create_method("kd", teacher=str(plain), num_classes=10).teacher_model()
+
+
+# -- end to end --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "extra"),
+    [("kd", None), ("pskd", []), ("dlb", []), ("cskd", []), ("cutmix", []), ("ips", ["--ips.mix", "mixup"])],
+)
+def test_baselines_train_end_to_end(method, extra, teacher_run, tmp_path):
+    if extra is None:
+        extra = ["--kd.teacher", str(teacher_run)]
+    run_dir = tmp_path / "r"
+    assert main(["train", "--method", method, *BASE, *extra, "--run-dir", str(run_dir)]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["method"] == method
+    acc = summary["test"]["acc"]
+    assert isinstance(acc, float) and math.isfinite(acc) and 0.0 <= acc <= 1.0
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)[
+        "state_dict"
+    ]
+    assert all(k.startswith(("model.", "method.")) for k in state), "nothing else (no kd teacher) is saved"
+    if method == "kd":
+        assert "train/teacher_acc" in (run_dir / "metrics.csv").read_text().splitlines()[0]
+    if method == "pskd":
+        assert state["method.predictions"].shape == (300, 10)
+        assert state["method.predictions"].dtype == torch.float16
+        assert (state["method.written_epoch"] == 0).sum() >= 288  # all but the drop_last remainder

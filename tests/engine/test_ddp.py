@@ -115,3 +115,49 @@ def test_two_process_ddp_run_trains_checkpoints_once_and_evaluates_the_same_in_o
     single = evaluate(run_dir / "checkpoints" / "last.ckpt", split="val")
     assert single["acc"] == pytest.approx(float(rows[-1]["val/acc"]), abs=1e-6)
     assert summary["test"]["acc"] == pytest.approx(evaluate(run_dir)["acc"], abs=1e-6)
+
+
+PSKD_MERGE = r"""
+import os, sys, torch, torch.distributed as dist
+import torch.multiprocessing as mp
+from patchswap.methods import create_method
+
+def worker(rank, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[2])
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    m = create_method("pskd", num_samples=6, num_classes=3)
+    # epoch 1: rank 0 saw samples 0 and 2, rank 1 saw 1 and 2; sample 5 was seen in epoch 0 by rank 0 only
+    if rank == 0:
+        m.predictions[5] = torch.tensor([1.0, 0.0, 0.0]).half(); m.written_epoch[5] = 0
+    rows = [0, 2] if rank == 0 else [1, 2]
+    for r in rows:
+        m.predictions[r] = torch.tensor([0.2 + rank * 0.4, 0.8 - rank * 0.4, 0.0]).half()
+        m.written_epoch[r] = 1
+    m.on_epoch_end(1)
+    torch.save({"p": m.predictions, "e": m.written_epoch}, f"{out}/r{rank}.pt")
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    mp.spawn(worker, args=(sys.argv[1],), nprocs=2)
+"""
+
+
+def test_pskd_merges_predictions_across_ranks(tmp_path, subprocess_env):
+    import random
+
+    script = tmp_path / "merge.py"
+    script.write_text(PSKD_MERGE)
+    port = str(random.randint(20000, 40000))
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), port], env=subprocess_env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r0, r1 = (torch.load(tmp_path / f"r{r}.pt") for r in (0, 1))
+    # Rows written this epoch are identical on every rank afterwards; older rows are left alone.
+    assert torch.equal(r0["p"][:5], r1["p"][:5]) and torch.equal(r0["e"][:5], r1["e"][:5])
+    p, e = r0["p"].float(), r0["e"]
+    assert e.tolist() == [1, 1, 1, -1, -1, 0] and r1["e"][5].item() == -1
+    assert torch.allclose(p[0], torch.tensor([0.2, 0.8, 0.0]), atol=1e-3)  # written by rank 0 only
+    assert torch.allclose(p[1], torch.tensor([0.6, 0.4, 0.0]), atol=1e-3)  # written by rank 1 only
+    assert torch.allclose(p[2], torch.tensor([0.4, 0.6, 0.0]), atol=1e-3)  # both ranks: averaged
+    assert torch.allclose(p[5], torch.tensor([1.0, 0.0, 0.0]), atol=1e-3)

@@ -129,7 +129,7 @@ class ClassifierModule(L.LightningModule):
         out = self.method(self.model, mb)
         n = x.shape[0]
         acc = (out.logits.detach().argmax(1) == out.targets).float().mean()
-        self._epoch_images += n
+        self._epoch_images += out.images if out.images is not None else n
         rate = self._epoch_images / max(1e-9, time.perf_counter() - self._epoch_t0)
         loss = out.loss.detach()
         # Step values stay local (no collective per step); epoch means are reduced across ranks.
@@ -141,6 +141,9 @@ class ClassifierModule(L.LightningModule):
             self.log(f"train/{key}", value, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
         return out.loss
+
+    def on_train_epoch_end(self) -> None:
+        self.method.on_epoch_end(self.current_epoch)
 
     def epoch_throughput(self) -> tuple[int, float]:
         """Images trained on and seconds spent so far in the current epoch (this process)."""

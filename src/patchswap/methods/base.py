@@ -50,6 +50,7 @@ class StepOutput:
     logits: Tensor
     targets: Tensor
     parts: dict[str, Tensor] = field(default_factory=dict)
+    images: int | None = None  # images through the network this step, when not len(batch.x) (throughput)
 
 
 class Method(nn.Module):
@@ -75,6 +76,9 @@ class Method(nn.Module):
     def sampler_options(self) -> dict[str, Any]:
         """Keyword arguments for ``ClassPairBatchSampler`` (pair methods only)."""
         return {}
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called by the engine after each training epoch (e.g. to merge per-rank state); no-op by default."""
 
     def forward(self, model: nn.Module, batch: MethodBatch) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -67,4 +67,4 @@ class LastMiniBatchKD(Method):
         self._kept = (x[half:].detach().clone(), logits[half:].detach())
         self._kept_epoch = batch.epoch
         parts = {"ce": ce.detach(), "kd": kd.detach()}
-        return StepOutput(loss, logits, y, parts)
+        return StepOutput(loss, logits, y, parts, images=logits_all.shape[0])

@@ -46,6 +46,27 @@ class ProgressiveSelfKD(Method):
         )
         self.register_buffer("written_epoch", torch.full((self.num_samples,), -1, dtype=torch.int32))
 
+    def on_epoch_end(self, epoch: int) -> None:
+        """Under DDP each rank saw other samples this epoch: merge the rows written in ``epoch`` so every
+        rank knows every sample's prediction next epoch (a row written by several ranks is averaged)."""
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        chunk = 1 << 16  # rows per all-reduce: bounded extra memory for large datasets
+        for start in range(0, self.num_samples, chunk):
+            rows = slice(start, start + chunk)
+            mine = self.written_epoch[rows] == epoch
+            preds = torch.where(mine[:, None], self.predictions[rows].float(), 0.0)
+            count = mine.float()
+            dist.all_reduce(preds)
+            dist.all_reduce(count)
+            seen = count > 0
+            merged = preds / count.clamp_min(1.0)[:, None]
+            self.predictions[rows] = torch.where(seen[:, None], merged.half(), self.predictions[rows])
+            self.written_epoch[rows] = torch.where(
+                seen, torch.full_like(self.written_epoch[rows], epoch), self.written_epoch[rows]
+            )
+
     def alpha_at(self, epoch: int, max_epochs: int) -> float:
         return self.options.alpha_T * min(1.0, (epoch + 1) / max(1, max_epochs))
 

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from .arrays import LabeledSubset, TensorImageDataset
+from .noise import LabelNoise, apply_label_noise, realised_noise_rate
 from .splits import derive_seed, labels_to_numpy, stratified_split
 from .transforms import DeviceAugment, folder_transform
 
@@ -41,6 +42,7 @@ DIGITS_TEST_FRACTION = 0.2
 
 # Seed-derivation stages: each carve-out gets its own stream derived from split_seed.
 _STAGE_TEST, _STAGE_VAL, _STAGE_SUBSET = 1, 2, 3
+_STAGE_NOISE_TRAIN, _STAGE_NOISE_VAL = 4, 5
 
 
 class DatasetNotFoundError(FileNotFoundError, RuntimeError):
@@ -64,6 +66,7 @@ class DataBundle:
     name: str
     train_augment: DeviceAugment = field(repr=False)
     eval_augment: DeviceAugment = field(repr=False)
+    label_noise: str | None = None  # e.g. "symmetric:0.8" (train and val labels; test stays clean)
 
     def describe(self) -> str:
         """One line: split sizes, classes, image shape, storage."""
@@ -73,10 +76,18 @@ class DataBundle:
 
         h, w = self.image_size
         where = "in memory" if self.in_memory else "decoded per item"
-        return (
+        text = (
             f"{self.name}: train {size(self.train)} | val {size(self.val)} | test {size(self.test)} | "
             f"{self.num_classes} classes | {self.in_chans}x{h}x{w} | {where}"
         )
+        if self.label_noise:
+            rates = [
+                f"{split} {100 * rate:.1f}%"
+                for split, ds in (("train", self.train), ("val", self.val))
+                if (rate := realised_noise_rate(ds)) is not None
+            ]
+            text += f" | label noise {self.label_noise} (flipped: {', '.join(rates)}; test clean)"
+        return text
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -495,6 +506,7 @@ def build_data(
     split_seed: int = 0,
     train_subset: int | None = None,
     image_size: int | None = None,
+    label_noise: str | None = None,
 ) -> DataBundle:
     """Load dataset ``name`` and return its train/val/test splits with matching device transforms.
 
@@ -506,11 +518,17 @@ def build_data(
     ``train_subset``. ``image_size`` resizes in-memory datasets once at load time and sets the crop size
     of image folders (default 224). npz/digits normalization statistics come from the final training
     split only.
+
+    ``label_noise`` (``"symmetric:R"`` or ``"asymmetric:R"``, see :mod:`patchswap.data.noise`) flips
+    the labels of the final train and val splits, each with its own stream seeded from ``split_seed``;
+    the test split keeps its clean labels, and ``clean_targets`` keeps the originals of the noisy ones.
     """
     kind, paths = _parse_name(name)
     subset_n = _check_train_subset(train_subset)
+    noise = LabelNoise.parse(label_noise)
     if kind == "folder":
-        return _build_folder(paths[0], val_split, test_split, split_seed, subset_n, image_size)
+        bundle = _build_folder(paths[0], val_split, test_split, split_seed, subset_n, image_size)
+        return _with_label_noise(bundle, noise, split_seed)
 
     if kind == "digits":
         src = _digits_source()
@@ -560,7 +578,7 @@ def build_data(
     else:
         mean, std = tuple(src.mean), tuple(src.std)
     c, h, w = train.image_shape
-    return DataBundle(
+    bundle = DataBundle(
         train=train,
         val=val,
         test=test,
@@ -575,6 +593,23 @@ def build_data(
         train_augment=DeviceAugment(mean, std, crop_padding=src.crop_padding, flip=src.flip),
         eval_augment=DeviceAugment(mean, std),
     )
+    return _with_label_noise(bundle, noise, split_seed)
+
+
+def _with_label_noise(bundle: DataBundle, noise: LabelNoise | None, split_seed: int) -> DataBundle:
+    """Noisy train and val labels (the val split is carved from the same noisy source); test stays clean."""
+    if noise is None:
+        return bundle
+    seeds = {
+        "train": derive_seed(split_seed, _STAGE_NOISE_TRAIN),
+        "val": derive_seed(split_seed, _STAGE_NOISE_VAL),
+    }
+    for split, seed in seeds.items():
+        setattr(
+            bundle, split, apply_label_noise(getattr(bundle, split), noise, classes=bundle.classes, seed=seed)
+        )
+    bundle.label_noise = str(noise)
+    return bundle
 
 
 def _build_folder(

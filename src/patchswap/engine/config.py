@@ -35,6 +35,7 @@ class DataSection:
     split_seed: int = 0  # seeds the val/test carve-outs only, so all training seeds share them
     train_subset: int | None = None  # keep this many training images (stratified)
     image_size: int | None = None  # resize in-memory images / crop size of image folders
+    label_noise: str | None = None  # symmetric:0.8 or asymmetric:0.4 (train and val labels; test stays clean)
     batch_size: int = 64  # samples drawn per step; pair methods add one partner per sample
     eval_batch_size: int = 256
     num_workers: int = 0  # DataLoader workers for image folders (in-memory data needs none)

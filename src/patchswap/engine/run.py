@@ -60,6 +60,7 @@ def _build_bundle(cfg: RunConfig) -> DataBundle:
         split_seed=d.split_seed,
         train_subset=d.train_subset,
         image_size=d.image_size,
+        label_noise=d.label_noise,
     )
 
 
@@ -325,10 +326,45 @@ def _locate(target: str | Path) -> tuple[Path, Path | None]:
     return p, run_dir
 
 
+def _resolve_device(accelerator: str) -> torch.device:
+    """The device the evaluation suite runs on, from ``trainer.accelerator`` (auto: GPU when present)."""
+    acc = str(accelerator).lower()
+    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if acc == "mps" or (acc == "auto" and mps is not None and mps.is_available()):
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _load_model_weights(model: torch.nn.Module, state_dict: dict[str, Any]) -> None:
+    """The network's weights from a Lightning checkpoint (``model.`` keys; torch.compile's prefix dropped)."""
+    weights = {
+        k.removeprefix("model.").replace("_orig_mod.", ""): v
+        for k, v in state_dict.items()
+        if k.startswith("model.")
+    }
+    model.load_state_dict(weights)
+
+
 def evaluate(
-    target: str | Path, *, split: str = "test", overrides: dict[str, str] | None = None
+    target: str | Path,
+    *,
+    split: str = "test",
+    overrides: dict[str, str] | None = None,
+    suite: str | list[str] | tuple[str, ...] | None = None,
+    options: Any = None,
+    out_dir: str | Path | None = None,
+    log: Any = None,
 ) -> dict[str, Any]:
-    """Accuracy, NLL and ECE of a checkpoint on the run's ``val`` or ``test`` split."""
+    """Evaluate a checkpoint on its run's ``val`` or ``test`` split; returns the results as a dict.
+
+    Without ``suite``: accuracy, NLL and ECE (written to ``RUN_DIR/eval-<split>.json``). With ``suite``
+    (``"all"`` or some of calibration, fgsm, pgd, corruptions; ``options`` a
+    :class:`~patchswap.evaluation.suite.SuiteOptions`): the evaluation suite, written as eval.json,
+    eval.md and plots to ``out_dir`` (default: the run directory, or the checkpoint's folder; for the
+    val split a subfolder ``eval-val``).
+    """
     if split not in ("val", "test"):
         raise ConfigError(f"split must be val or test, got {split!r}")
     ckpt_path, run_dir = _locate(target)
@@ -344,6 +380,8 @@ def evaluate(
     dataset = run.bundle.val if split == "val" else run.bundle.test
     if dataset is None:
         raise RunError(f"the run's data has no {split} split (data.{split}_split); pass --data.{split}_split")
+    if suite:
+        return _evaluate_suite(run, ckpt, ckpt_path, run_dir, dataset, split, suite, options, out_dir, log)
     t0 = time.perf_counter()
     with _quiet_lightning():
         evaluator = run.trainer(None, fit=False)
@@ -370,4 +408,65 @@ def evaluate(
     }
     if run_dir is not None:
         (run_dir / f"eval-{split}.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _evaluate_suite(
+    run: _Run,
+    ckpt: dict[str, Any],
+    ckpt_path: Path,
+    run_dir: Path | None,
+    dataset: Any,
+    split: str,
+    suite: str | list[str] | tuple[str, ...],
+    options: Any,
+    out_dir: str | Path | None,
+    log: Any,
+) -> dict[str, Any]:
+    """The evaluation suite on the checkpoint's network and split (see :mod:`patchswap.evaluation.suite`)."""
+    from patchswap.evaluation.suite import ImageSource, SuiteOptions, run_suite, write_reports
+
+    cfg, bundle = run.cfg, run.bundle
+    options = dataclasses.replace(options or SuiteOptions(), parts=suite)
+    if options.batch_size is None:
+        options = dataclasses.replace(options, batch_size=cfg.data.eval_batch_size)
+    device = _resolve_device(cfg.trainer.accelerator)
+    model = run.model
+    _load_model_weights(model, ckpt["state_dict"])
+    model = model.to(device).eval()
+    if cfg.model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    source = ImageSource(
+        dataset,
+        max_images=options.max_images,
+        seed=options.seed,
+        num_workers=0 if bundle.in_memory else cfg.data.num_workers,
+    )
+    t0 = time.perf_counter()
+    res = run_suite(
+        model,
+        source,
+        mean=bundle.mean,
+        std=bundle.std,
+        options=options,
+        device=device,
+        channels_last=cfg.model.channels_last,
+        log=log,
+    )
+    result = {
+        "checkpoint": str(ckpt_path),
+        "split": split,
+        "data": bundle.describe(),
+        "model": cfg.model.name,
+        "method": cfg.method,
+        "device": str(device),
+        **res,
+        "total_seconds": round(time.perf_counter() - t0, 2),
+    }
+    where = Path(out_dir) if out_dir is not None else (run_dir if run_dir is not None else ckpt_path.parent)
+    if out_dir is None and split == "val":
+        where = where / "eval-val"
+    title = f"{cfg.method} | {cfg.model.name} | {split}"
+    result = write_reports(result, where, title=title)
+    result["out_dir"] = str(where)
     return result

@@ -1,0 +1,195 @@
+"""The 15 corruptions: invariants on every type and severity, and their building blocks against
+straightforward reference computations (scipy, loops) that follow make_cifar_c.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from patchswap.evaluation.corruptions import (
+    CORRUPTIONS,
+    SEVERITY_PARAMS,
+    _brightness,
+    _clipped_zoom,
+    _disk_kernel,
+    _filter2d,
+    _sample_bilinear,
+    corrupt,
+    gaussian_blur,
+    glass_shuffle_index,
+    motion_blur_batch,
+    plasma_fractal,
+)
+
+DETERMINISTIC = {"defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression"}
+# Mean |corrupted - clean| cannot decrease with severity: same random draws and a stronger parameter.
+MONOTONE_EXACT = ["gaussian_noise", "impulse_noise", "brightness", "contrast"]
+# Stronger parameter at every step, so monotone on natural images though not pixel by pixel.
+MONOTONE_TYPICAL = ["shot_noise", "defocus_blur", "motion_blur", "zoom_blur", "fog", "jpeg_compression"]
+# Not ordered by construction: pixelate (box grids of 30, 28, 27, 24, 20 pixels alias differently),
+# glass_blur (sigma 0.4 at severity 3 vs 0.25 at 4), snow (threshold and zoom vary freely), frost (less
+# image and more frost at once), elastic_transform (severity 1 has the largest affine jitter).
+
+SHAPES = [(3, 32, 32), (1, 28, 28), (3, 20, 24)]
+
+
+@pytest.fixture(scope="module")
+def image_sets(make_images) -> dict[tuple[int, int, int], torch.Tensor]:
+    return {s: make_images(4, *s, seed=sum(s)) for s in SHAPES}
+
+
+def _change(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().mean())
+
+
+def test_the_fifteen_types_and_their_constants():
+    assert len(CORRUPTIONS) == 15
+    assert all(len(SEVERITY_PARAMS[n]) == 5 for n in CORRUPTIONS)
+    assert SEVERITY_PARAMS["gaussian_noise"] == [0.04, 0.06, 0.08, 0.09, 0.10]  # make_cifar_c.py
+    assert SEVERITY_PARAMS["jpeg_compression"] == [80, 65, 58, 50, 40]
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_every_severity_keeps_shape_dtype_and_is_seeded(name, image_sets):
+    for shape, x in image_sets.items():
+        changes = []
+        for sev in range(1, 6):
+            out = corrupt(x, name, sev, seed=5)
+            assert out.shape == x.shape and out.dtype == torch.uint8, (shape, sev)
+            assert torch.equal(out, corrupt(x, name, sev, seed=5)), (shape, sev)  # deterministic per seed
+            if name not in DETERMINISTIC and shape == (3, 32, 32):
+                assert not torch.equal(out, corrupt(x, name, sev, seed=6)), (shape, sev)
+            changes.append(_change(out, x))
+        assert changes[-1] > 0, shape  # severity 5 always changes the image
+        if name in MONOTONE_EXACT or (name in MONOTONE_TYPICAL and shape == (3, 32, 32)):
+            assert all(b >= a - 1e-9 for a, b in zip(changes, changes[1:], strict=False)), (shape, changes)
+
+
+def test_single_images_and_empty_batches(rgb32):
+    for name in CORRUPTIONS:
+        assert corrupt(rgb32[:1], name, 3).shape == (1, 3, 32, 32)
+        assert corrupt(rgb32[:0], name, 3).shape == (0, 3, 32, 32)
+    with pytest.raises(ValueError, match="unknown corruption"):
+        corrupt(rgb32, "rain", 1)
+    with pytest.raises(ValueError, match="severity"):
+        corrupt(rgb32, "fog", 6)
+    with pytest.raises(ValueError, match="uint8"):
+        corrupt(rgb32.float(), "fog", 1)
+
+
+def test_gaussian_noise_has_the_right_scale():
+    x = torch.full((8, 3, 32, 32), 128, dtype=torch.uint8)  # no clipping near 0.5
+    for sev, c in enumerate(SEVERITY_PARAMS["gaussian_noise"], 1):
+        d = (corrupt(x, "gaussian_noise", sev).float() - 128) / 255
+        assert d.std().item() == pytest.approx(c, rel=0.05)
+
+
+# -- building blocks against references -------------------------------------------------------------
+def test_gaussian_blur_matches_scipy():
+    x = torch.rand(2, 3, 11, 13, dtype=torch.float64)
+    for sigma in (0.05, 0.4, 1.3):
+        ref = ndimage.gaussian_filter(x.numpy(), sigma=(0, 0, sigma, sigma), mode="nearest", truncate=4.0)
+        assert np.allclose(gaussian_blur(x, sigma).numpy(), ref, atol=1e-12)
+        ref = ndimage.gaussian_filter(x.numpy(), sigma=(0, 0, sigma, sigma), mode="reflect", truncate=3.0)
+        assert np.allclose(gaussian_blur(x, sigma, mode="symmetric", truncate=3.0).numpy(), ref, atol=1e-12)
+
+
+def test_defocus_filter_matches_scipy_correlate():
+    x = torch.rand(1, 1, 9, 12, dtype=torch.float64)
+    for radius, alias in SEVERITY_PARAMS["defocus_blur"]:
+        k = _disk_kernel(radius, alias)
+        assert k.shape == (17, 17) and k.sum() == pytest.approx(1.0)
+        ref = ndimage.correlate(x[0, 0].numpy(), k, mode="mirror")  # mirror = cv2's reflect-101
+        assert np.allclose(_filter2d(x, k)[0, 0].numpy(), ref, atol=1e-12)
+
+
+def _reference_clipped_zoom(img: np.ndarray, z: float) -> np.ndarray:
+    """make_cifar_c's clipped_zoom on an [H, W] array: centre crop, scipy zoom (order 1), centre trim."""
+    h = img.shape[0]
+    ch = int(np.ceil(h / z))
+    top = (h - ch) // 2
+    out = ndimage.zoom(img[top : top + ch, top : top + ch], z, order=1)
+    trim = (out.shape[0] - h) // 2
+    return out[trim : trim + h, trim : trim + h]
+
+
+def test_clipped_zoom_matches_scipy_zoom():
+    x = torch.rand(1, 1, 32, 32, dtype=torch.float64)
+    for z in (1.0, 1.03, 1.11, 1.25, 1.75, 2.25):
+        ref = _reference_clipped_zoom(x[0, 0].numpy(), z)
+        assert np.allclose(_clipped_zoom(x, z)[0, 0].numpy(), ref, atol=1e-10), z
+
+
+def test_glass_shuffle_reproduces_the_original_loop():
+    """The loop of make_cifar_c on an [H, W, 3] array, where the tuple swap copies (numpy views)."""
+    for h, w, delta, iterations in [(8, 8, 1, 1), (12, 9, 1, 2), (16, 16, 2, 2), (7, 13, 3, 1)]:
+        index = glass_shuffle_index(2, h, w, delta, iterations, torch.Generator().manual_seed(3))
+        gen = torch.Generator().manual_seed(3)
+        ref = np.tile(np.arange(h * w), (2, 1))
+        for _ in range(iterations):
+            draws = torch.randint(
+                -delta, delta, (2, (h - 2 * delta) * (w - 2 * delta), 2), generator=gen
+            ).numpy()
+            for b in range(2):
+                img = np.stack([ref[b].reshape(h, w)] * 3, -1)
+                k = 0
+                for hh in range(h - delta, delta, -1):
+                    for ww in range(w - delta, delta, -1):
+                        dx, dy = draws[b, k]
+                        k += 1
+                        img[hh, ww], img[hh + dy, ww + dx] = img[hh + dy, ww + dx], img[hh, ww]
+                ref[b] = img[..., 0].ravel()
+        assert np.array_equal(index.numpy(), ref), (h, w, delta, iterations)
+
+
+def test_motion_blur_matches_a_per_pixel_loop():
+    x = torch.rand(2, 1, 10, 12, dtype=torch.float64)
+    angles = torch.tensor([-30.0, 100.0])
+    out = motion_blur_batch(x, 4, 1.5, angles)
+    width = 9
+    wts = np.exp(-(np.arange(width) ** 2) / (2 * 1.5**2))
+    wts /= wts.sum()
+    for b, a in enumerate(angles.tolist()):
+        ref = np.zeros((10, 12))
+        for i in range(width):
+            oy = int(np.ceil(i * np.sin(np.deg2rad(a)) - 0.5))
+            ox = int(np.ceil(i * np.cos(np.deg2rad(a)) - 0.5))
+            for r in range(10):
+                for c in range(12):
+                    ref[r, c] += wts[i] * x[b, 0, min(max(r + oy, 0), 9), min(max(c + ox, 0), 11)].item()
+        assert np.allclose(out[b, 0].numpy(), ref, atol=1e-12)
+
+
+def test_bilinear_sampling_matches_map_coordinates():
+    x = torch.rand(1, 1, 9, 11, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    ys = torch.rand(1, 9, 11, generator=gen, dtype=torch.float64) * 14 - 2.5
+    xs = torch.rand(1, 9, 11, generator=gen, dtype=torch.float64) * 16 - 2.5
+    ref = ndimage.map_coordinates(x[0, 0].numpy(), [ys[0].numpy(), xs[0].numpy()], order=1, mode="reflect")
+    assert np.allclose(_sample_bilinear(x, ys, xs, "symmetric")[0, 0].numpy(), ref, atol=1e-12)
+    ref = ndimage.map_coordinates(x[0, 0].numpy(), [ys[0].numpy(), xs[0].numpy()], order=1, mode="mirror")
+    assert np.allclose(_sample_bilinear(x, ys, xs, "reflect101")[0, 0].numpy(), ref, atol=1e-12)
+
+
+def test_brightness_is_an_hsv_value_shift():
+    from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
+
+    x = torch.rand(2, 3, 6, 7, dtype=torch.float64)
+    x[0, :, 0, 0] = 0  # black pixel
+    for c in SEVERITY_PARAMS["brightness"]:
+        hsv = rgb_to_hsv(x.permute(0, 2, 3, 1).numpy())
+        hsv[..., 2] = np.clip(hsv[..., 2] + c, 0, 1)
+        ref = hsv_to_rgb(hsv)
+        assert np.allclose(_brightness(x, c, None, 1.0).permute(0, 2, 3, 1).numpy(), ref, atol=1e-12)
+
+
+def test_plasma_fractal_is_normalised_and_seeded():
+    a = plasma_fractal(3, 32, 2.0, torch.Generator().manual_seed(0))
+    b = plasma_fractal(3, 32, 2.0, torch.Generator().manual_seed(0))
+    assert a.shape == (3, 32, 32) and torch.equal(a, b)
+    assert torch.allclose(a.amin((1, 2)), torch.zeros(3, dtype=a.dtype))
+    assert torch.allclose(a.amax((1, 2)), torch.ones(3, dtype=a.dtype))
+    with pytest.raises(ValueError, match="power of two"):
+        plasma_fractal(1, 24, 2.0, torch.Generator())

@@ -299,12 +299,7 @@ def _keep_freed_memory() -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from patchswap.engine.run import evaluate
 
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key] = value
+    overrides = _parse_sets(args.set)
     if not args.suite:
         given = [f"--{f.replace('_', '-')}" for f in _SUITE_FLAGS if getattr(args, f) is not None]
         if given:

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import RecordingLinear
 from torch import nn
 
 from patchswap.cli import main
@@ -19,18 +20,9 @@ N, C, H, W, CLASSES = 8, 3, 4, 4, 5
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-class Recorder(nn.Module):
-    """A linear classifier that keeps a copy of every input it sees."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc = nn.Linear(C * H * W, CLASSES)
-        self.seen: list[torch.Tensor] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(x.detach().clone())
-        return self.fc(x.flatten(1))
+def Recorder() -> RecordingLinear:  # noqa: N802 - reads like the class it builds
+    """A linear classifier of this module's sizes that keeps a copy of every input it sees."""
+    return RecordingLinear(C * H * W, CLASSES)
 
 
 def _batch(n: int = N, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

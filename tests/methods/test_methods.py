@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from helpers import RecordingLinear
 
 from patchswap import ClassPairBatchSampler
 from patchswap.methods import MethodBatch, available_methods, create_method, method_class
@@ -14,18 +14,9 @@ from patchswap.methods import MethodBatch, available_methods, create_method, met
 N_PAIRS, C, H, W, CLASSES = 6, 1, 4, 4, 5
 
 
-class Recorder(nn.Module):
-    """A linear classifier that keeps a copy of every input it sees."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc = nn.Linear(C * H * W, CLASSES)
-        self.seen: list[torch.Tensor] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(x.detach().clone())
-        return self.fc(x.flatten(1))
+def Recorder() -> RecordingLinear:  # noqa: N802 - reads like the class it builds
+    """A linear classifier of this module's sizes that keeps a copy of every input it sees."""
+    return RecordingLinear(C * H * W, CLASSES)
 
 
 def _pair_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ import pytest
 import scipy.stats as st
 import torch
 import torch.nn.functional as F
-from torch import nn
+from helpers import RecordingLinear
 
 from patchswap.methods import MethodBatch, create_method
 from patchswap.methods.mixing import cutmix, cutout_mask, mix_targets, mixup, sample_beta, sample_gamma
@@ -14,18 +14,9 @@ from patchswap.methods.mixing import cutmix, cutout_mask, mix_targets, mixup, sa
 N, C, H, W, CLASSES = 8, 3, 8, 8, 5
 
 
-class Recorder(nn.Module):
-    """A linear classifier that keeps a copy of every input it sees."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.fc = nn.Linear(C * H * W, CLASSES)
-        self.seen: list[torch.Tensor] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(x.detach().clone())
-        return self.fc(x.flatten(1))
+def Recorder() -> RecordingLinear:  # noqa: N802 - reads like the class it builds
+    """A linear classifier of this module's sizes that keeps a copy of every input it sees."""
+    return RecordingLinear(C * H * W, CLASSES)
 
 
 def _batch(n: int = N, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,11 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PATCHSWAP_SHARED", REPO.parent / "shared"))
 SEED_FILE = SHARED / "reference" / "seed_ips.py"
+CIFAR10_FILES = [SHARED / "data" / f"cifar10-train-part{i}.npz" for i in (1, 2)]
 
 
 def load_seed() -> ModuleType | None:
@@ -48,3 +50,12 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup:
             fn()
             samples[name].append(time.perf_counter() - t0)
     return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def load_cifar10() -> tuple[np.ndarray, np.ndarray] | None:
+    """CIFAR-10 training images (uint8 NHWC) and labels of ../shared/data, or None (with a message)."""
+    if not all(f.exists() for f in CIFAR10_FILES):
+        print(f"skipped: CIFAR-10 arrays not found under {SHARED / 'data'}")
+        return None
+    parts = [np.load(f) for f in CIFAR10_FILES]
+    return np.concatenate([p["x"] for p in parts]), np.concatenate([p["y"] for p in parts])

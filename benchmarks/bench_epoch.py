@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import SHARED, load_seed, machine
+from _common import CIFAR10_FILES, load_cifar10, load_seed, machine
 
 
 def seed_epoch(seed, x: np.ndarray, y: np.ndarray, batch: int, workers: int) -> tuple[float, float, int]:
@@ -117,14 +117,11 @@ def main() -> None:
     )
     args = ap.parse_args()
     seed = load_seed()
-    files = [SHARED / "data" / f"cifar10-train-part{i}.npz" for i in (1, 2)]
-    if seed is None or not all(f.exists() for f in files):
-        if seed is not None:
-            print(f"skipped: CIFAR-10 arrays not found under {SHARED / 'data'}")
+    data = load_cifar10() if seed is not None else None
+    if data is None:
         return
-    parts = [np.load(f) for f in files]
-    x = np.concatenate([p["x"] for p in parts])
-    y = np.concatenate([p["y"] for p in parts])
+    x, y = data
+    files = CIFAR10_FILES
     if args.images:
         from patchswap.data import stratified_split
 

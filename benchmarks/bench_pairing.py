@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import torch
-from _common import SHARED, load_seed, machine
+from _common import load_cifar10, load_seed, machine
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
@@ -39,13 +39,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     seed = load_seed()
-    files = [SHARED / "data" / f"cifar10-train-part{i}.npz" for i in (1, 2)]
-    if seed is None or not all(f.exists() for f in files):
-        if seed is not None:
-            print(f"skipped: CIFAR-10 arrays not found under {SHARED / 'data'}")
+    data = load_cifar10() if seed is not None else None
+    if data is None:
         return
-    parts = [np.load(f) for f in files]
-    ds = DecodingCIFAR(np.concatenate([p["x"] for p in parts]), np.concatenate([p["y"] for p in parts]))
+    ds = DecodingCIFAR(*data)
     seed_t, ours_t, ours_epoch_t = [], [], []
     for _ in range(args.repeats):
         t0 = time.perf_counter()

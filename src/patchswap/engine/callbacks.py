@@ -10,9 +10,18 @@ from typing import Any
 
 import lightning as L
 
-__all__ = ["FAULT_ENV", "EpochMetricsCSV", "FaultInjection"]
+__all__ = ["FAULT_ENV", "EpochMetricsCSV", "FaultInjection", "read_metrics"]
 
 FAULT_ENV = "PATCHSWAP_FAULT_AT_STEP"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a run's metrics.csv (none when it does not exist yet)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _scalar(value: Any) -> float:
@@ -30,10 +39,7 @@ class EpochMetricsCSV(L.Callback):
         self.path = Path(path)
 
     def _read(self) -> list[dict[str, str]]:
-        if not self.path.exists():
-            return []
-        with self.path.open(newline="") as f:
-            return list(csv.DictReader(f))
+        return read_metrics(self.path)
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         keys: list[str] = []

@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from patchswap.engine.config import ConfigError, load_config
+from patchswap.evaluation.plots import pyplot, save_figure
 
 __all__ = ["RunSpec", "Study", "collect", "load_study", "quick_study", "run_study", "write_report"]
 
@@ -322,10 +323,7 @@ def write_report(study: Study, rows: list[dict[str, Any]]) -> dict[str, Path]:
     lines += [f"- `{name}`: `{study.entries[name]}`" for name in study.entries]
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(ranked) + 2), 3.8))
     xs = range(len(ranked))
@@ -340,7 +338,5 @@ def write_report(study: Study, rows: list[dict[str, Any]]) -> dict[str, Path]:
         ax.set_ylim(max(0, min(vals) - 5), min(100, max(vals) + 3))
     ax.legend()
     ax.set_title(f"{study.path.stem if study.path.exists() else study.out.name}: mean +- std over seeds")
-    fig.tight_layout()
-    fig.savefig(out / "results.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "results.png")
     return {"csv": out / "results.csv", "md": out / "results.md", "png": out / "results.png"}

@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from patchswap.data import DataBundle, build_data
-from patchswap.engine.callbacks import FAULT_ENV, EpochMetricsCSV, FaultInjection
+from patchswap.engine.callbacks import FAULT_ENV, EpochMetricsCSV, FaultInjection, read_metrics
 from patchswap.engine.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint, save_weights
 from patchswap.engine.config import ConfigError, RunConfig, apply_mapping, load_config
 from patchswap.engine.loaders import PatchswapDataModule
@@ -177,15 +177,6 @@ def _metrics(results: list[dict[str, float]], prefix: str) -> dict[str, float]:
     return out
 
 
-def _run_time(metrics_csv: Path) -> float:
-    import csv
-
-    if not metrics_csv.exists():
-        return 0.0
-    with metrics_csv.open(newline="") as f:
-        return sum(float(r.get("train/epoch_seconds") or 0) for r in csv.DictReader(f))
-
-
 def _launcher_rank() -> int:
     """Global rank as set by Lightning's DDP launcher, torchrun or SLURM (0 before any launch)."""
     for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
@@ -264,8 +255,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             )
 
     best_epoch = int(load_checkpoint(best)["epoch"]) if best.exists() else None
-    fit_seconds = _run_time(run_dir / "metrics.csv")
-    rows = _epoch_rows(run_dir / "metrics.csv")
+    rows = read_metrics(run_dir / "metrics.csv")
+    fit_seconds = sum(float(r.get("train/epoch_seconds") or 0) for r in rows)
     images = sum(
         float(r.get("train/images_per_s") or 0) * float(r.get("train/epoch_seconds") or 0) for r in rows
     )
@@ -290,15 +281,6 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         run_dir / "metrics.csv", run_dir / "curves.png", title=f"{cfg.method} | {cfg.model.name}"
     )
     return summary
-
-
-def _epoch_rows(path: Path) -> list[dict[str, str]]:
-    import csv
-
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def resume(run_dir: str | Path, overrides: dict[str, str] | None = None) -> dict[str, Any]:

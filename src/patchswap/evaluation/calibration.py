@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from .plots import pyplot, save_figure
+
 __all__ = [
     "ReliabilityBins",
     "aurc",
@@ -173,10 +175,7 @@ def calibration_metrics(logits: torch.Tensor, labels: torch.Tensor, n_bins: int 
 
 def plot_reliability(bins: ReliabilityBins, out_png: str | Path, title: str = "") -> Path:
     """Reliability diagram (accuracy per confidence bin, gap to the diagonal) over a confidence histogram."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(bins.count)
     lefts = bins.edges[:-1]
@@ -223,8 +222,4 @@ def plot_reliability(bins: ReliabilityBins, out_png: str | Path, title: str = ""
     hist.grid(alpha=0.3)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out_png)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)

@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
-__all__ = ["plot_training_curves"]
+__all__ = ["plot_training_curves", "pyplot", "save_figure"]
 
 
-def plot_training_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -> Path | None:
-    """Loss and accuracy per epoch, train and val; returns the PNG path (None when there are no rows)."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the headless Agg backend (no display on servers and CI)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, out_png: str | Path) -> Path:
+    """Lay out, write (110 dpi) and close a figure; returns its path."""
+    fig.tight_layout()
+    out = Path(out_png)
+    fig.savefig(out, dpi=110)
+    pyplot().close(fig)
+    return out
+
+
+def plot_training_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -> Path | None:
+    """Loss and accuracy per epoch, train and val; returns the PNG path (None when there are no rows)."""
+    plt = pyplot()
 
     path = Path(metrics_csv)
     if not path.exists():
@@ -43,8 +60,4 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path, title: st
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out = Path(out_png)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from .adversarial import DEFAULT_EPS, PixelModel, eps_key, fgsm_accuracy, pgd_accuracy
 from .calibration import ReliabilityBins, calibration_metrics, plot_reliability, reliability_bins
 from .corruptions import CORRUPTIONS, corrupt
+from .plots import pyplot, save_figure
 
 __all__ = [
     "PARTS",
@@ -60,15 +61,24 @@ def _items(text: str | Sequence[Any]) -> list[str]:
     return [str(t).strip() for t in text]
 
 
-def parse_parts(text: str | Sequence[str]) -> tuple[str, ...]:
-    """``"all"`` or a comma list of calibration, fgsm, pgd, corruptions (kept in that order)."""
+def _choose(
+    text: str | Sequence[str], valid: tuple[str, ...], unknown_what: str, valid_word: str
+) -> tuple[str, ...]:
+    """``"all"`` or a comma list of names from ``valid``, returned in ``valid``'s order."""
     items = [t.lower() for t in _items(text)]
     if items == ["all"]:
-        return PARTS
-    unknown = [t for t in items if t not in PARTS]
+        return valid
+    unknown = [t for t in items if t not in valid]
     if unknown or not items:
-        raise ValueError(f"unknown suite part(s) {unknown or text!r}; choose from {', '.join(PARTS)} or all")
-    return tuple(p for p in PARTS if p in items)
+        raise ValueError(
+            f"unknown {unknown_what} {unknown or text!r}; {valid_word} {', '.join(valid)} or all"
+        )
+    return tuple(v for v in valid if v in items)
+
+
+def parse_parts(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``"all"`` or a comma list of calibration, fgsm, pgd, corruptions (kept in that order)."""
+    return _choose(text, PARTS, "suite part(s)", "choose from")
 
 
 def parse_eps(text: str | Sequence[Any]) -> tuple[float, ...]:
@@ -89,13 +99,7 @@ def parse_eps(text: str | Sequence[Any]) -> tuple[float, ...]:
 
 def parse_corruptions(text: str | Sequence[str]) -> tuple[str, ...]:
     """``"all"`` or a comma list of corruption names."""
-    items = [t.lower() for t in _items(text)]
-    if items == ["all"]:
-        return CORRUPTIONS
-    unknown = [t for t in items if t not in CORRUPTIONS]
-    if unknown or not items:
-        raise ValueError(f"unknown corruption(s) {unknown or text!r}; valid: {', '.join(CORRUPTIONS)} or all")
-    return tuple(c for c in CORRUPTIONS if c in items)
+    return _choose(text, CORRUPTIONS, "corruption(s)", "valid:")
 
 
 def parse_severities(text: str | Sequence[Any]) -> tuple[int, ...]:
@@ -528,18 +532,9 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_adversarial(result: dict[str, Any], out_png: str | Path, title: str = "") -> Path:
     """Accuracy vs eps (in grey levels, eps x 255) for FGSM and PGD."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     for part, label, marker in (
         ("fgsm", "FGSM", "o"),
@@ -558,16 +553,12 @@ def plot_adversarial(result: dict[str, Any], out_png: str | Path, title: str = "
     ax.legend()
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out_png)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)
 
 
 def plot_corruptions(result: dict[str, Any], out_png: str | Path, title: str = "") -> Path:
     """Accuracy vs severity, one line per corruption type, the mean in black, clean accuracy dashed."""
-    plt = _plt()
+    plt = pyplot()
     c = result["corruptions"]
     fig, ax = plt.subplots(figsize=(8.0, 4.6))
     cmap = plt.get_cmap("tab20")
@@ -590,11 +581,7 @@ def plot_corruptions(result: dict[str, Any], out_png: str | Path, title: str = "
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out_png)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_png)
 
 
 def write_reports(result: dict[str, Any], out_dir: str | Path, *, title: str = "") -> dict[str, Any]:

@@ -208,6 +208,8 @@ def test_multistep_needs_milestones():
         ("optim.schedule", "linear", "optim.schedule"),
         ("optim.lr", "0", "optim.lr"),
         ("trainer.limit_train_batches", "0", "limit_train_batches"),
+        ("trainer.val_every_n_epochs", "0", "val_every_n_epochs"),
+        ("trainer.val_every_n_epochs", "7", "divisor of trainer.epochs"),  # default epochs 30
     ],
 )
 def test_validation(key, text, match):

@@ -159,6 +159,18 @@ def test_evaluate_reproduces_the_summary(tiny_run):
         evaluate(run_dir / "nothing-here")
 
 
+def test_validating_every_second_epoch_leaves_no_stale_val_rows(tiny_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    summary = train(
+        load_config(None, tiny_overrides(run_dir, trainer__epochs="4", trainer__val_every_n_epochs="2"))
+    )
+    rows = _rows(run_dir)
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert [bool(r["val/acc"]) for r in rows] == [False, True, False, True]
+    best = max(float(rows[1]["val/acc"]), float(rows[3]["val/acc"]))
+    assert summary["val"]["acc"] == pytest.approx(best, abs=1e-6)
+
+
 # -- kill and resume -----------------------------------------------------------------------------------
 def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(
     tiny_run, tiny_argv, tiny_sizes, subprocess_env, tmp_path

@@ -37,6 +37,10 @@ class EpochMetricsCSV(L.Callback):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._validated_epoch = -1
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validated_epoch = trainer.current_epoch
 
     def _read(self) -> list[dict[str, str]]:
         return read_metrics(self.path)
@@ -76,6 +80,8 @@ class EpochMetricsCSV(L.Callback):
         for key, value in trainer.callback_metrics.items():
             if key.endswith("_step") or key in ("img/s", "loss"):
                 continue
+            if key.startswith("val/") and self._validated_epoch != trainer.current_epoch:
+                continue  # no validation this epoch (val_every_n_epochs): don't repeat stale values
             row[key.removesuffix("_epoch")] = round(_scalar(value), 6)
         self._write(self._read() + [row])
 

@@ -73,7 +73,8 @@ class TrainerSection:
     cudnn_benchmark: bool = True  # let cuDNN pick the fastest kernels for fixed input sizes (GPU)
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
     run_dir: str | None = None  # default: runs/<data>-<model>-<method>-s<seed>
-    early_stopping_patience: int = 0  # epochs without val improvement before stopping (0 = off)
+    val_every_n_epochs: int = 1  # validate every N epochs (and on the last one): cheaper small-data studies
+    early_stopping_patience: int = 0  # validation checks without improvement before stopping (0 = off)
     progress_bar: bool = True
     log_every_n_steps: int = 20
     limit_train_batches: float = 1.0  # fraction (<= 1) or count of batches per epoch, for smoke runs
@@ -160,6 +161,11 @@ class RunConfig:
             )
         if t.limit_train_batches <= 0:
             raise ConfigError("trainer.limit_train_batches must be positive")
+        if t.val_every_n_epochs < 1 or t.epochs % t.val_every_n_epochs:
+            raise ConfigError(
+                f"trainer.val_every_n_epochs must be a positive divisor of trainer.epochs ({t.epochs})"
+                f" so the last epoch is validated, got {t.val_every_n_epochs}"
+            )
 
 
 def section_fields(cls: type) -> dict[str, Any]:

@@ -139,6 +139,7 @@ class _Run:
             log_every_n_steps=t.log_every_n_steps,
             limit_train_batches=limit,
             num_sanity_val_steps=0,
+            check_val_every_n_epoch=t.val_every_n_epochs,
             deterministic=t.deterministic,
             default_root_dir=str(run_dir) if run_dir else None,
         )

@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from patchswap import IPSLoss, distillation_kl, soft_cross_entropy
+from patchswap import (
+    DenseIPSLoss,
+    IPSLoss,
+    apply_cell_mask,
+    distillation_kl,
+    patch_swap_targets,
+    soft_cross_entropy,
+)
 
 SEED_FILE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed_ips.py"
 
@@ -141,3 +148,143 @@ def test_how_the_seed_loss_differs():
     assert first.item() == pytest.approx(ours.item(), rel=1e-5)
     first.backward()
     assert zb.grad is not None and zb.grad.abs().sum() > 0  # no stop-gradient in the seed
+
+
+# --- DenseIPSLoss -----------------------------------------------------------------------------
+
+IGNORE = 255
+
+
+def _dense_inputs(seed=0, n=2, k=2, size=4):
+    g = torch.Generator().manual_seed(seed)
+    za, zb, zsa, zsb = (torch.randn(n, k, size, size, generator=g) for _ in range(4))
+    ya = torch.randint(0, k, (n, size, size), generator=g)
+    yb = torch.randint(0, k, (n, size, size), generator=g)
+    ya[0, 0, 0] = ya[1, 3, 2] = IGNORE
+    yb[0, 1, 3] = IGNORE  # inside pair 0's swapped cell (0, 1): ignored in a'
+    # Pair 0 swaps cells (0, 1) and (1, 0); pair 1 does not swap.
+    cells = torch.tensor([[[False, True], [True, False]], [[False, False], [False, False]]])
+    return za, zb, zsa, zsb, ya, yb, cells
+
+
+def _dense_hand(za, zb, zsa, zsb, ya, yb, cells, t=4.0, alpha=1.0, gamma=1.0, t2=True):
+    """Pure-Python loops over pixels, following the docstring of DenseIPSLoss."""
+    n, k, h, w = za.shape
+    ce_sum, ce_count, kl_sum, kl_count = 0.0, 0, 0.0, 0
+    for i in range(n):
+        swaps = bool(cells[i].any())
+        for r in range(h):
+            for c in range(w):
+                swapped = bool(cells[i, r * 2 // h, c * 2 // w])
+                pix = {
+                    name: z[i, :, r, c].tolist()
+                    for name, z in (("a", za), ("b", zb), ("sa", zsa), ("sb", zsb))
+                }
+                ysa, ysb = (yb[i, r, c], ya[i, r, c]) if swapped else (ya[i, r, c], yb[i, r, c])
+                teach_a, teach_b = (pix["b"], pix["a"]) if swapped else (pix["a"], pix["b"])
+                for z, y in (
+                    (pix["a"], ya[i, r, c]),
+                    (pix["b"], yb[i, r, c]),
+                    (pix["sa"], ysa),
+                    (pix["sb"], ysb),
+                ):
+                    if y != IGNORE:
+                        ce_sum -= math.log(_softmax(z)[y])
+                        ce_count += 1
+                for z, teacher, y in ((pix["sa"], teach_a, ysa), (pix["sb"], teach_b, ysb)):
+                    if y != IGNORE:
+                        kl_count += 1
+                        if swaps:
+                            kl_sum += _kl(_softmax(teacher, t), _softmax(z, t))
+    ce = ce_sum / ce_count
+    kl = kl_sum / kl_count * (t * t if t2 else 1.0)
+    return gamma * ce + alpha * kl, ce, kl
+
+
+@pytest.mark.parametrize(("t", "alpha", "gamma", "t2"), [(4.0, 1.0, 1.0, True), (2.0, 0.5, 2.0, False)])
+def test_dense_loss_matches_a_hand_computation(t, alpha, gamma, t2):
+    inputs = _dense_inputs()
+    out = DenseIPSLoss(temperature=t, alpha=alpha, gamma=gamma, t2_scaling=t2)(*inputs)
+    loss, ce, kl = _dense_hand(*inputs, t=t, alpha=alpha, gamma=gamma, t2=t2)
+    assert out.loss.item() == pytest.approx(loss, rel=1e-5)
+    assert out.ce.item() == pytest.approx(ce, rel=1e-5)
+    assert out.kl.item() == pytest.approx(kl, rel=1e-5) and kl > 0
+
+
+def test_dense_kl_is_exactly_zero_when_no_pair_swapped_and_near_zero_for_a_consistent_network():
+    za, zb, zsa, zsb, ya, yb, cells = _dense_inputs()
+    loss = DenseIPSLoss()
+    out = loss(za, zb, zsa, zsb, ya, yb, torch.zeros_like(cells))  # swapped views differ: still zero
+    assert out.kl.item() == 0.0 and out.loss.item() == pytest.approx(out.ce.item())
+    # A network whose swapped-view logits are the swapped original logits has nothing to distil.
+    sa, sb = apply_cell_mask(za, zb, cells)
+    assert loss(za, zb, sa, sb, ya, yb, cells).kl.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_dense_gradient_does_not_reach_the_teacher_logits():
+    za, zb, zsa, zsb, ya, yb, cells = (x.requires_grad_(x.is_floating_point()) for x in _dense_inputs())
+    DenseIPSLoss(gamma=0.0)(za, zb, zsa, zsb, ya, yb, cells).loss.backward()
+    assert torch.all(za.grad == 0) and torch.all(zb.grad == 0)
+    assert zsa.grad.abs().sum() > 0 and zsb.grad.abs().sum() > 0
+    assert torch.all(zsa.grad[1] == 0)  # the pair that did not swap has no KL
+
+
+def test_dense_ignored_pixels_do_not_change_the_loss():
+    za, zb, zsa, zsb, ya, yb, cells = _dense_inputs()
+    loss = DenseIPSLoss()
+    ref = loss(za, zb, zsa, zsb, ya, yb, cells).loss
+    tsa, tsb = patch_swap_targets(ya, yb, cells)
+
+    def bump(z, where):  # a class-dependent change (a constant shift would not move the softmax)
+        return torch.where(where[:, None], z + torch.tensor([5.0, -5.0])[:, None, None], z)
+
+    # Logits at ignored pixels: of a swapped view (its CE and KL) and of an original (its CE and the
+    # teacher it provides, whose swapped target is the same ignored label).
+    assert torch.equal(loss(za, zb, bump(zsa, tsa == IGNORE), zsb, ya, yb, cells).loss, ref)
+    assert torch.equal(loss(za, zb, zsa, bump(zsb, tsb == IGNORE), ya, yb, cells).loss, ref)
+    assert torch.equal(loss(bump(za, ya == IGNORE), zb, zsa, zsb, ya, yb, cells).loss, ref)
+    assert torch.equal(loss(za, bump(zb, yb == IGNORE), zsa, zsb, ya, yb, cells).loss, ref)
+    # ...while the same change at a labelled pixel does move it.
+    other = torch.zeros_like(ya, dtype=torch.bool)
+    other[0, 2, 2] = True
+    assert not torch.equal(loss(za, zb, bump(zsa, other), zsb, ya, yb, cells).loss, ref)
+    assert (tsa == IGNORE).sum() == 3 and (ya == IGNORE).sum() == 2  # the checks above are not vacuous
+
+
+def test_dense_loss_is_float32_under_bf16_autocast():
+    za, zb, zsa, zsb, ya, yb, cells = _dense_inputs()
+    half = [z.bfloat16() for z in (za, zb, zsa, zsb)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = DenseIPSLoss()(*half, ya, yb, cells)
+    assert out.loss.dtype == torch.float32
+    ref = DenseIPSLoss()(*(z.float() for z in half), ya, yb, cells)
+    assert out.loss.item() == pytest.approx(ref.loss.item(), rel=1e-6)
+
+
+def test_dense_loss_takes_channels_last_and_patch_size():
+    za, zb, zsa, zsb, ya, yb, cells = _dense_inputs()
+    cl = [z.contiguous(memory_format=torch.channels_last) for z in (za, zb, zsa, zsb)]
+    loss = DenseIPSLoss()
+    assert torch.equal(loss(*cl, ya, yb, cells).loss, loss(za, zb, zsa, zsb, ya, yb, cells).loss)
+    same = loss(za, zb, zsa, zsb, ya, yb, cells, patch_size=2).loss
+    assert same.item() == pytest.approx(loss(za, zb, zsa, zsb, ya, yb, cells).loss.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("index", "bad", "match"),
+    [
+        (1, torch.zeros(2, 3, 4, 4), r"logits_b must be \[N, K, H, W\] = \(2, 2, 4, 4\)"),
+        (3, torch.zeros(2, 2, 2, 2), r"logits_swap_b must be \[N, K, H, W\]"),
+        (0, torch.zeros(2, 4, 4), r"logits_a must be \[N, K, H, W\]"),
+        (5, torch.zeros(2, 4, 5, dtype=torch.int64), r"target_b must be \[N, H, W\] = \(2, 4, 4\)"),
+        (4, torch.zeros(2, 4, 4), "integer class indices"),
+        (6, torch.zeros(1, 2, 2, dtype=torch.bool), r"cell_mask must be \[N, rows, cols\] with N = 2"),
+    ],
+)
+def test_dense_bad_shapes_name_the_tensor_and_the_expected_shape(index, bad, match):
+    inputs = list(_dense_inputs())
+    inputs[index] = bad
+    with pytest.raises(ValueError, match=match):
+        DenseIPSLoss()(*inputs)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        DenseIPSLoss(temperature=0.0)

@@ -3,12 +3,20 @@
 The core (this namespace) depends on torch only: the swap op, the loss and the pair sampler.
 """
 
-from patchswap.losses import IPSLoss, IPSLossOutput, distillation_kl, soft_cross_entropy
+from patchswap.losses import (
+    DenseIPSLoss,
+    DenseIPSLossOutput,
+    IPSLoss,
+    IPSLossOutput,
+    distillation_kl,
+    soft_cross_entropy,
+)
 from patchswap.ops import (
     PatchSwap,
     SwapResult,
     apply_cell_mask,
     patch_swap,
+    patch_swap_boxes,
     patch_swap_targets,
     sample_cell_mask,
 )
@@ -18,6 +26,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClassPairBatchSampler",
+    "DenseIPSLoss",
+    "DenseIPSLossOutput",
     "IPSLoss",
     "IPSLossOutput",
     "PatchSwap",
@@ -27,6 +37,7 @@ __all__ = [
     "dataset_labels",
     "distillation_kl",
     "patch_swap",
+    "patch_swap_boxes",
     "patch_swap_targets",
     "sample_cell_mask",
     "soft_cross_entropy",

@@ -12,8 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from patchswap.ops import apply_cell_mask, patch_swap_targets
+
 __all__ = [
     "DIRECTIONS",
+    "DenseIPSLoss",
+    "DenseIPSLossOutput",
     "IPSLoss",
     "IPSLossOutput",
     "distillation_kl",
@@ -171,4 +175,132 @@ class IPSLoss(nn.Module):
             f"temperature={self.temperature}, alpha={self.alpha}, gamma={self.gamma}, "
             f"direction={self.direction!r}, detach_teacher={self.detach_teacher}, "
             f"t2_scaling={self.t2_scaling}"
+        )
+
+
+class DenseIPSLossOutput(NamedTuple):
+    """The total dense loss and its parts, for logging (the parts are detached)."""
+
+    loss: Tensor
+    ce: Tensor
+    kl: Tensor
+
+
+def _check_dense(name: str, x: Tensor, shape: tuple[int, ...], what: str) -> None:
+    if not isinstance(x, Tensor) or tuple(x.shape) != shape:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be {what} = {shape} (the shape of logits_a), got {got}")
+
+
+class DenseIPSLoss(nn.Module):
+    """Pixel-wise IPS for segmentation: CE on originals and swapped views plus per-pixel distillation.
+
+    For a same-class pair, the originals a, b and the swapped views a', b' (from
+    :func:`~patchswap.ops.patch_swap` with ``cell_mask``) all go through the network, giving logit
+    maps ``z_a, z_b, z_a', z_b'`` ``[N, K, H, W]``. The swapped targets are
+    ``y_a', y_b' = patch_swap_targets(y_a, y_b, cell_mask)``.
+
+    ``CE`` is the pixel-wise cross-entropy averaged over all pixels of the four maps whose
+    target is not ``ignore_index``.
+
+    Every pixel of a' shows the content of exactly one original at the same position (a outside
+    the swapped cells, b inside), so a' is taught by the same swap applied to the originals'
+    logit maps: ``teacher_a', teacher_b' = apply_cell_mask(z_a.detach(), z_b.detach(), cell_mask)``.
+    ``KL`` is ``KL(softmax(teacher / T) || softmax(z_s / T))`` per pixel for each swapped view
+    ``s``, times ``T^2`` if ``t2_scaling``, averaged over the pixels of a' and b' whose swapped
+    target is not ``ignore_index``. Pairs that did not swap contribute exactly zero KL there (their
+    teacher is the student's own content), which holds even with dropout or other noise.
+
+    ``loss = gamma * CE + alpha * KL``, computed in float32 even under autocast. The teacher is
+    always detached: it is the same network on the unswapped content, as in IPS's self-distillation.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 4.0,
+        alpha: float = 1.0,
+        gamma: float = 1.0,
+        t2_scaling: bool = True,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature!r}")
+        if alpha < 0 or gamma < 0:
+            raise ValueError(f"alpha and gamma must be non-negative, got alpha={alpha!r}, gamma={gamma!r}")
+        self.temperature = float(temperature)
+        self.alpha = float(alpha)
+        self.gamma = float(gamma)
+        self.t2_scaling = bool(t2_scaling)
+        self.ignore_index = int(ignore_index)
+
+    def forward(
+        self,
+        logits_a: Tensor,
+        logits_b: Tensor,
+        logits_swap_a: Tensor,
+        logits_swap_b: Tensor,
+        target_a: Tensor,
+        target_b: Tensor,
+        cell_mask: Tensor,
+        *,
+        patch_size: int | tuple[int, int] | None = None,
+    ) -> DenseIPSLossOutput:
+        if not isinstance(logits_a, Tensor) or logits_a.dim() != 4:
+            got = tuple(logits_a.shape) if isinstance(logits_a, Tensor) else type(logits_a).__name__
+            raise ValueError(f"logits_a must be [N, K, H, W] (upsample logits to the target size), got {got}")
+        n, _, h, w = logits_a.shape
+        for name, x in (
+            ("logits_b", logits_b),
+            ("logits_swap_a", logits_swap_a),
+            ("logits_swap_b", logits_swap_b),
+        ):
+            _check_dense(name, x, tuple(logits_a.shape), "[N, K, H, W]")
+        for name, t in (("target_a", target_a), ("target_b", target_b)):
+            _check_dense(name, t, (n, h, w), "[N, H, W]")
+            if t.is_floating_point() or t.dtype == torch.bool:
+                raise ValueError(f"{name} must hold integer class indices (int64), got {t.dtype}")
+        if not isinstance(cell_mask, Tensor) or cell_mask.dim() != 3 or cell_mask.shape[0] != n:
+            got = tuple(cell_mask.shape) if isinstance(cell_mask, Tensor) else type(cell_mask).__name__
+            raise ValueError(f"cell_mask must be [N, rows, cols] with N = {n}, got {got}")
+
+        ignore, t = self.ignore_index, self.temperature
+        ts_a, ts_b = patch_swap_targets(target_a, target_b, cell_mask, patch_size=patch_size)
+        with torch.autocast(device_type=logits_a.device.type, enabled=False):
+            # Teachers: the originals' logit maps under the same swap (float32 first: exact either way).
+            teach_a, teach_b = apply_cell_mask(
+                logits_a.detach().float(), logits_b.detach().float(), cell_mask, patch_size=patch_size
+            )
+            ce_sum = logits_a.new_zeros((), dtype=torch.float32)
+            valid = 0
+            for z, y in (
+                (logits_a, target_a),
+                (logits_b, target_b),
+                (logits_swap_a, ts_a),
+                (logits_swap_b, ts_b),
+            ):
+                ce_sum = ce_sum + F.cross_entropy(z.float(), y.long(), ignore_index=ignore, reduction="sum")
+                valid = valid + (y != ignore).sum()
+            ce = ce_sum / torch.clamp(valid, min=1)
+
+            swapped_pair = cell_mask.flatten(1).any(dim=1).to(logits_a.device)[:, None, None]
+            kl_sum = logits_a.new_zeros((), dtype=torch.float32)
+            kl_valid = 0
+            for z, teacher, y in ((logits_swap_a, teach_a, ts_a), (logits_swap_b, teach_b, ts_b)):
+                log_p_s = F.log_softmax(z.float() / t, dim=1)
+                log_p_t = F.log_softmax(teacher / t, dim=1)
+                kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)  # [N, H, W]
+                keep = (y != ignore) & swapped_pair
+                kl_sum = kl_sum + torch.where(keep, kl, torch.zeros_like(kl)).sum()
+                kl_valid = kl_valid + (y != ignore).sum()
+            kl = kl_sum / torch.clamp(kl_valid, min=1)
+            if self.t2_scaling:
+                kl = kl * (t**2)
+            loss = self.gamma * ce + self.alpha * kl
+        return DenseIPSLossOutput(loss, ce.detach(), kl.detach())
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, alpha={self.alpha}, gamma={self.gamma}, "
+            f"t2_scaling={self.t2_scaling}, ignore_index={self.ignore_index}"
         )

@@ -54,15 +54,46 @@ def _type_name(tp: Any) -> str:
     return re.sub(r"\btyping\.|<class '(\w+)'>", lambda m: m.group(1) or "", str(tp))
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, factory: Any = None) -> None:
+    """--config plus one --section.key flag per config field (RunConfig, or ``factory``'s class)."""
     import dataclasses
 
-    from patchswap.engine.config import SECTIONS, RunConfig, section_fields
-    from patchswap.methods import available_methods, method_class
+    from patchswap.engine.config import RunConfig, section_fields
 
     parser.add_argument(
         "--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable)"
     )
+    defaults = (factory or RunConfig)()
+    if factory is None:
+        _add_aliases(parser)
+    group = parser.add_argument_group("choices")
+    for key, text in defaults.top_level_help().items():
+        group.add_argument(
+            f"--{key}.name" if key == "method" else f"--{key}",
+            dest=f"cfg:{key}",
+            default=argparse.SUPPRESS,
+            metavar="NAME",
+            help=f"{text} (default: {getattr(defaults, key)})",
+        )
+    for name, (default_obj, title) in defaults.flag_sections().items():
+        cls = type(default_obj)
+        group = parser.add_argument_group(title)
+        comments = _field_comments(cls)
+        for f in dataclasses.fields(cls):
+            tp = section_fields(cls)[f.name]
+            default = getattr(default_obj, f.name)
+            text = comments.get(f.name, "")
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            group.add_argument(
+                f"--{name}.{f.name}",
+                dest=f"cfg:{name}.{f.name}",
+                default=argparse.SUPPRESS,
+                metavar=_type_name(tp).replace(" ", ""),
+                help=f"{text} (default: {shown})" if text else f"(default: {shown})",
+            )
+
+
+def _add_aliases(parser: argparse.ArgumentParser) -> None:
     short = parser.add_argument_group("common options (short forms of config keys)")
     for flag, key in ALIASES.items():
         if flag in BOOL_FLAGS:  # a switch: --download alone means true
@@ -77,37 +108,6 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         else:
             short.add_argument(
                 flag, dest=f"cfg:{key}", default=argparse.SUPPRESS, metavar="V", help=f"= --{key}"
-            )
-    defaults = RunConfig()
-    sections: dict[str, tuple[type, Any, str]] = {
-        name: (cls, getattr(defaults, name), f"{name} options") for name, cls in SECTIONS.items()
-    }
-    for name in available_methods():
-        cls = method_class(name)
-        doc = (inspect.getdoc(sys.modules[cls.__module__]) or "").splitlines()[0]
-        sections[name] = (cls.Options, defaults.methods[name], f"method {name!r} options: {doc}")
-    group = parser.add_argument_group("method")
-    group.add_argument(
-        "--method.name",
-        dest="cfg:method",
-        default=argparse.SUPPRESS,
-        metavar="NAME",
-        help=f"training method: {', '.join(available_methods())} (default: {defaults.method})",
-    )
-    for name, (cls, default_obj, title) in sections.items():
-        group = parser.add_argument_group(title)
-        comments = _field_comments(cls)
-        for f in dataclasses.fields(cls):
-            tp = section_fields(cls)[f.name]
-            default = getattr(default_obj, f.name)
-            text = comments.get(f.name, "")
-            shown = ",".join(map(str, default)) if isinstance(default, list) else default
-            group.add_argument(
-                f"--{name}.{f.name}",
-                dest=f"cfg:{name}.{f.name}",
-                default=argparse.SUPPRESS,
-                metavar=_type_name(tp).replace(" ", ""),
-                help=f"{text} (default: {shown})" if text else f"(default: {shown})",
             )
 
 
@@ -213,6 +213,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-runs", type=int, default=None, help="train at most this many runs now (resumable pieces)"
     )
     cmp.add_argument("--report-only", action="store_true", help="only tabulate the finished runs")
+
+    transfer = sub.add_parser(
+        "transfer",
+        help="fine-tune a trained backbone on segmentation or detection (ce, or dense ips)",
+        description=(
+            "Transfer a backbone (a patchswap run dir or checkpoint, or a model name for random init) to "
+            "torchvision's DeepLabV3/FCN (--task segment) or Faster R-CNN/RetinaNet (--task detect), "
+            "fine-tuned with ce or dense IPS. Default data: MNIST digit scenes from ../shared/data."
+        ),
+        allow_abbrev=False,
+    )
+    transfer.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or finished transfer run")
+    transfer.add_argument(
+        "--eval", metavar="RUN", help="evaluate a transfer run dir or checkpoint instead of training"
+    )
+    transfer.add_argument("--split", choices=("val", "test"), default="test", help="split for --eval")
+    from patchswap.engine.transfer_config import TransferConfig
+
+    _add_config_flags(transfer, TransferConfig)
 
     show = sub.add_parser(
         "show-pairs",
@@ -338,6 +357,35 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 _REPORT_NAMES = {"eval.json", "eval.md", "reliability.png", "adversarial.png", "corruptions.png"}
 
 
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    from patchswap.engine.transfer import (
+        evaluate_transfer,
+        load_transfer_config,
+        resume_transfer,
+        train_transfer,
+    )
+
+    overrides = _overrides(args)
+    if args.eval:
+        res = evaluate_transfer(args.eval, split=args.split)
+        print(json.dumps(res, indent=2))
+        return 0
+    if args.resume:
+        if args.config:
+            raise SystemExit("--resume uses the config saved in the run directory; drop --config")
+        summary = resume_transfer(args.resume, overrides)
+    else:
+        summary = train_transfer(load_transfer_config(args.config, overrides))
+    if summary:
+        score = summary["selected_on"].split("/")[1]
+        for split in ("val", "test"):
+            value = summary[split].get(score)
+            if value is not None:
+                print(f"{split:<6} {score} {100 * value:.2f}%")
+        print(f"files  {summary['run_dir']}/summary.json, metrics.csv, curves.png, checkpoints/")
+    return 0
+
+
 def _cmd_show_pairs(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -418,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval": _cmd_eval,
         "show-pairs": _cmd_show_pairs,
         "compare": _cmd_compare,
+        "transfer": _cmd_transfer,
     }
     try:
         return handlers[args.command](args)

@@ -198,6 +198,8 @@ def run_study(
     while queue or running:
         while queue and len(running) < jobs:
             spec = queue.pop(0)
+            if spec.state == "done":  # finished meanwhile (another process, or copied in)
+                continue
             action = "resume" if spec.state == "partial" else "train"
             spec.run_dir.mkdir(parents=True, exist_ok=True)
             logf = (spec.run_dir / "compare.log").open("a")

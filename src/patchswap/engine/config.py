@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -104,9 +107,24 @@ class RunConfig:
     trainer: TrainerSection = field(default_factory=TrainerSection)
     methods: dict[str, Any] = field(default_factory=lambda: {n: c() for n, c in _method_sections().items()})
 
+    TOP_LEVEL = ("method",)
+
     @property
     def method_options(self) -> Any:
         return self.methods[self.method]
+
+    def top_level_help(self) -> dict[str, str]:
+        """Top-level choice -> help text, for generating command-line flags."""
+        return {"method": f"training method: {', '.join(available_methods())}"}
+
+    def flag_sections(self) -> dict[str, tuple[Any, str]]:
+        """Section name -> (defaults object, --help title), for generating command-line flags."""
+        out: dict[str, tuple[Any, str]] = {n: (getattr(self, n), f"{n} options") for n in SECTIONS}
+        for name in available_methods():
+            module = sys.modules[method_class(name).__module__]
+            doc = (inspect.getdoc(module) or "").splitlines()[0]
+            out[name] = (self.methods[name], f"method {name!r} options: {doc}")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"method": self.method}
@@ -243,13 +261,16 @@ def parse_value(raw: Any, tp: Any, key: str, *, from_text: bool = False) -> Any:
     raise ConfigError(f"{key}: unsupported type {tp}")
 
 
-def apply_mapping(cfg: RunConfig, data: dict[str, Any], source: str) -> None:
+def apply_mapping(cfg: Any, data: dict[str, Any], source: str) -> None:
+    """Apply a parsed YAML mapping (top-level choices such as ``method``, then sections) to ``cfg``."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
-    if "method" in data:
-        cfg.set("method", data["method"])
+    top = getattr(cfg, "TOP_LEVEL", ("method",))
+    for key in top:  # first: choosing a method decides which sections exist
+        if key in data:
+            cfg.set(key, data[key])
     for name, body in data.items():
-        if name == "method":
+        if name in top:
             continue
         cfg._section(name)  # unknown section -> error with suggestion
         if body is None:
@@ -260,9 +281,18 @@ def apply_mapping(cfg: RunConfig, data: dict[str, Any], source: str) -> None:
             cfg.set(f"{name}.{key}", value)
 
 
-def load_config(paths: list[str | Path] | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults, then each YAML file in order, then ``section.key -> text`` overrides; validated."""
-    cfg = RunConfig()
+def load_config(
+    paths: list[str | Path] | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """Defaults, then each YAML file in order, then ``section.key -> text`` overrides; validated.
+
+    ``factory`` makes the defaults (another config class with the same interface, e.g. the transfer
+    config); the default is :class:`RunConfig`.
+    """
+    cfg = (factory or RunConfig)()
     for path in paths or []:
         p = Path(path)
         if not p.is_file():

@@ -24,3 +24,25 @@ def test_recipe_loads(path):
         assert (cfg.trainer.epochs, cfg.optim.lr, cfg.data.batch_size) == (200, 0.1, 128)
     if "cifar100" in path.name:
         assert cfg.data.val_split == 5000 and isinstance(cfg.data.val_split, int)
+
+
+GPU_STUDY_DIR = Path(__file__).resolve().parents[1] / "configs" / "gpu-study"
+GPU_STUDIES = sorted(p for p in GPU_STUDY_DIR.glob("*.yaml") if not p.name.endswith("-base.yaml"))
+
+
+def test_there_are_gpu_studies():
+    assert [p.name for p in GPU_STUDIES] == ["cifar10-offline.yaml", "cifar10.yaml", "cifar100.yaml"]
+
+
+@pytest.mark.parametrize("path", GPU_STUDIES, ids=lambda p: p.name)
+def test_gpu_study_loads_with_every_method_for_every_architecture(path):
+    from patchswap.engine.compare import load_study
+
+    study = load_study(path)  # loads and validates the config of every run
+    assert study.seeds == [0, 1, 2]
+    methods = {"ce", "label_smoothing", "cutmix", "cskd", "pskd", "ips"}
+    archs = {"resnet18", "wrn_40_2", "vgg13", "mobilenetv2", "shufflenetv2"}
+    for arch in archs:
+        assert {m for m in methods if f"{arch}-{m}" in study.entries} == methods
+    assert study.entries["resnet18-ce-2x"]["trainer.epochs"] == "480"
+    assert {s.overrides["trainer.seed"] for s in study.runs()} == {"0", "1", "2"}

@@ -1,0 +1,1 @@
+"""Dense tasks (segmentation, detection): scene data, transfer models, metrics. App layer."""

@@ -23,7 +23,7 @@ from patchswap.engine.config import OptimSection
 from patchswap.engine.loaders import IGNORE_LABEL
 from patchswap.methods import Method, MethodBatch
 
-__all__ = ["ClassifierModule", "derive_seed", "lr_factor"]
+__all__ = ["ClassifierModule", "configure_optimization", "derive_seed", "lr_factor"]
 
 
 def derive_seed(seed: int, *stream: int) -> int:
@@ -163,19 +163,23 @@ class ClassifierModule(L.LightningModule):
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        o = self.optim_cfg
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if o.optimizer == "sgd":
-            opt = torch.optim.SGD(
-                params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
-            )
-        else:
-            opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-        epochs = self.trainer.max_epochs or 1
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = max(1, total // epochs)
-        if o.schedule == "onecycle":
-            sched: Any = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=total)
-        else:
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(o, step, per_epoch, epochs))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return configure_optimization(self.optim_cfg, self.model, self.trainer)
+
+
+def configure_optimization(o: OptimSection, model: nn.Module, trainer: L.Trainer) -> dict[str, Any]:
+    """Optimizer and per-step lr schedule of ``model``'s trainable parameters (Lightning's format)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o.optimizer == "sgd":
+        opt = torch.optim.SGD(
+            params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+        )
+    else:
+        opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    epochs = trainer.max_epochs or 1
+    total = max(1, int(trainer.estimated_stepping_batches))
+    per_epoch = max(1, total // epochs)
+    if o.schedule == "onecycle":
+        sched: Any = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=total)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(o, step, per_epoch, epochs))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -28,8 +28,15 @@ def save_figure(fig: Any, out_png: str | Path) -> Path:
     return out
 
 
-def plot_training_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -> Path | None:
-    """Loss and accuracy per epoch, train and val; returns the PNG path (None when there are no rows)."""
+def plot_training_curves(
+    metrics_csv: str | Path,
+    out_png: str | Path,
+    title: str = "",
+    *,
+    scores: tuple[tuple[str, str], ...] = (("train/acc", "train acc"), ("val/acc", "val acc")),
+    score_label: str = "accuracy (%)",
+) -> Path | None:
+    """Loss and a score (accuracy, or mIoU / mAP) per epoch; returns the PNG path (None without rows)."""
     plt = pyplot()
 
     path = Path(metrics_csv)
@@ -49,12 +56,12 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path, title: st
         xs, ys = series(key)
         if xs:
             axes[0].plot(xs, ys, marker=".", label=label)
-    for key, label in (("train/acc", "train acc"), ("val/acc", "val acc")):
+    for key, label in scores:
         xs, ys = series(key)
         if xs:
             axes[1].plot(xs, [100 * y for y in ys], marker=".", label=label)
     axes[0].set(xlabel="epoch", ylabel="loss", title="loss")
-    axes[1].set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    axes[1].set(xlabel="epoch", ylabel=score_label, title=score_label.split(" (")[0])
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()

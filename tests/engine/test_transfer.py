@@ -1,0 +1,151 @@
+"""End to end: ``patchswap transfer`` fine-tunes a trained backbone on tiny MNIST scenes (segment, detect)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from patchswap.cli import main
+from patchswap.engine.config import ConfigError
+from patchswap.engine.run import RunError
+from patchswap.engine.transfer import evaluate_transfer, load_transfer_config, resume_transfer, train_transfer
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+needs_mnist = pytest.mark.skipif(
+    not (SHARED / "mnist-train.npz").exists(), reason=f"MNIST scenes need {SHARED}/mnist-*.npz"
+)
+
+
+def _overrides(run_dir: Path, backbone: str, **extra: str) -> dict[str, str]:
+    out = {
+        "data.data_dir": str(SHARED),
+        "data.train_count": "48",
+        "data.val_count": "16",
+        "data.test_count": "16",
+        "data.canvas": "48",
+        "data.batch_size": "8",
+        "data.eval_batch_size": "16",
+        "model.backbone": backbone,
+        "trainer.epochs": "2",
+        "trainer.accelerator": "cpu",
+        "trainer.progress_bar": "false",
+        "trainer.run_dir": str(run_dir),
+    }
+    out.update({k.replace("__", "."): str(v) for k, v in extra.items()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def segment_ips_run(tiny_run, tmp_path_factory):
+    """A 2-epoch dense-IPS segmentation run whose backbone is the tiny classification run."""
+    run_dir = tmp_path_factory.mktemp("transfer") / "seg-ips"
+    summary = train_transfer(load_transfer_config(None, _overrides(run_dir, str(tiny_run[0]), method="ips")))
+    return run_dir, summary
+
+
+@needs_mnist
+def test_segmentation_run_directory_and_summary(segment_ips_run, tiny_run):
+    run_dir, summary = segment_ips_run
+    for name in ("config.yaml", "metrics.csv", "summary.json", "curves.png"):
+        assert (run_dir / name).is_file(), name
+    for name in ("last.ckpt", "best.ckpt", "best.safetensors"):
+        assert (run_dir / "checkpoints" / name).is_file(), name
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    assert summary["task"] == "segment" and summary["method"] == "ips" and summary["epochs_run"] == 2
+    assert summary["selected_on"] == "val/miou"
+    assert str(tiny_run[0]) in summary["backbone"]
+    for split in ("val", "test"):
+        assert 0.0 <= summary[split]["miou"] <= 1.0
+        assert set(summary[split]["iou_per_class"]) <= {"background", *map(str, range(10))}
+    # ips pushes originals and swapped views: four images per pair.
+    assert summary["images_seen"] == 4 * 48 * 2
+
+
+@needs_mnist
+def test_backbone_weights_come_from_the_classification_run(segment_ips_run, tiny_run):
+    """Before fine-tuning, the encoder holds the run's weights: check one conv through the saved config."""
+    from patchswap.dense.models import load_backbone
+
+    backbone, source = load_backbone(str(tiny_run[0]), in_chans=1)
+    trained = load_file(tiny_run[0] / "checkpoints" / "best.safetensors")
+    ours = backbone.state_dict()
+    assert "best" in source
+    assert torch.equal(ours["conv1.weight"], trained["conv1.weight"])
+
+
+@needs_mnist
+def test_evaluate_reproduces_the_test_score(segment_ips_run):
+    run_dir, summary = segment_ips_run
+    res = evaluate_transfer(run_dir)
+    assert res["miou"] == pytest.approx(summary["test"]["miou"], abs=1e-6)
+
+
+@needs_mnist
+def test_same_seed_same_weights(segment_ips_run, tiny_run, tmp_path):
+    run_dir, _ = segment_ips_run
+    again = tmp_path / "again"
+    train_transfer(load_transfer_config(None, _overrides(again, str(tiny_run[0]), method="ips")))
+    a = load_file(run_dir / "checkpoints" / "last.safetensors")
+    b = load_file(again / "checkpoints" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@needs_mnist
+def test_existing_run_refuses_and_resume_continues(segment_ips_run, tmp_path):
+    run_dir, _ = segment_ips_run
+    with pytest.raises(RunError, match="--resume"):
+        train_transfer(load_transfer_config([run_dir / "config.yaml"]))
+    with pytest.raises(RunError, match="not a transfer run directory"):
+        resume_transfer(tmp_path)
+
+
+@needs_mnist
+@pytest.mark.parametrize("method", ["ce", "ips"])
+def test_detection_trains_and_reports_map(method, tmp_path):
+    run_dir = tmp_path / "det"
+    summary = train_transfer(
+        load_transfer_config(
+            None,
+            _overrides(
+                run_dir,
+                "resnet8",
+                task="detect",
+                method=method,
+                model__arch="fasterrcnn",
+                trainer__epochs="1",
+            ),
+        )
+    )
+    assert summary["selected_on"] == "val/map"
+    assert 0.0 <= summary["test"]["map"] <= 1.0 and 0.0 <= summary["test"]["map_50"] <= 1.0
+    assert summary["images_seen"] == (4 if method == "ips" else 1) * 48
+
+
+def test_config_errors_say_what_to_change():
+    with pytest.raises(ConfigError, match="does not fit task 'detect'"):
+        load_transfer_config(None, {"task": "detect"})  # default arch is deeplabv3
+    with pytest.raises(ConfigError, match="task must be one of segment, detect"):
+        load_transfer_config(None, {"task": "classify"})
+    with pytest.raises(ConfigError, match="did you mean 'ips.grid'"):
+        load_transfer_config(None, {"ips.gird": "2"})
+    with pytest.raises(ConfigError, match="ips.min_visible"):
+        load_transfer_config(None, {"ips.min_visible": "0"})
+
+
+@needs_mnist
+def test_cli_runs_a_transfer(tmp_path, capsys):
+    run_dir = tmp_path / "cli"
+    argv = ["transfer", "--model.arch", "fcn", "--trainer.epochs", "1"]
+    for key, value in _overrides(run_dir, "resnet8", trainer__epochs="1").items():
+        argv += [f"--{key}", value]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "test   miou" in out and (run_dir / "summary.json").exists()
+    assert main(["transfer", "--task", "detect"]) == 2  # deeplabv3 cannot detect: a clear error
+    assert "does not fit task" in capsys.readouterr().err

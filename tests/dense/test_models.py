@@ -264,7 +264,12 @@ def test_detection_on_small_grayscale_images(arch):
 def test_detection_anchors_follow_the_strides():
     backbone = create_model("resnet8", 10, in_chans=1)  # strides 1, 2, 4
     frcnn = build_detection_model("fasterrcnn", 3, backbone, image_size=64, image_mean=[0.1], image_std=[0.3])
-    assert frcnn.rpn.anchor_generator.sizes == ((4.0,), (8.0,), (16.0,), (32.0,))  # + max-pool level
+    # The full-resolution stage is left out of the pyramid: strides 2 and 4, + the max-pool level.
+    assert frcnn.rpn.anchor_generator.sizes == ((8.0,), (16.0,), (32.0,))
+    all_stages = build_detection_model(
+        "fasterrcnn", 3, backbone, image_size=64, image_mean=[0.1], image_std=[0.3], stages=3
+    )
+    assert all_stages.rpn.anchor_generator.sizes == ((4.0,), (8.0,), (16.0,), (32.0,))
     retina = build_detection_model("retinanet", 3, backbone, image_size=64, image_mean=[0.1], image_std=[0.3])
     sizes = retina.anchor_generator.sizes
     assert len(sizes) == 5 and [s[0] for s in sizes] == [4.0, 8.0, 16.0, 32.0, 64.0]  # + P6, P7

@@ -104,3 +104,48 @@ def test_a_bad_study_fails_before_anything_trains(tmp_path, text, match):
     path.write_text(text)
     with pytest.raises(ConfigError, match=match):
         load_study(path)
+
+
+def test_a_transfer_study_takes_each_seeds_backbone_and_ranks_on_miou(tmp_path):
+    from patchswap.engine.compare import _command
+
+    path = tmp_path / "transfer.yaml"
+    path.write_text(
+        "command: transfer\nseeds: [0, 1]\nout: runs\n"
+        "set: {task: segment, model.arch: fcn}\n"
+        "entries:\n"
+        "  from-ce: {model.backbone: 'backbones/ce/s{seed}'}\n"
+        "  from-ips: {model.backbone: 'backbones/ips/s{seed}'}\n"
+    )
+    study = load_study(path)
+    specs = {(s.entry, s.seed): s for s in study.runs()}
+    assert specs[("from-ips", 1)].overrides["model.backbone"] == "backbones/ips/s1"
+    cmd = _command(study, specs[("from-ce", 0)])
+    assert cmd[2:4] == ["patchswap.cli", "transfer"]
+    assert cmd[cmd.index("--model.backbone") + 1] == "backbones/ce/s0"
+    assert cmd[cmd.index("--task") + 1] == "segment"
+    # Finished runs are scored on mIoU: fake two summaries and check the ranking and the table.
+    for (entry, seed), miou in {("from-ce", 0): 0.5, ("from-ips", 0): 0.6, ("from-ips", 1): 0.7}.items():
+        run_dir = specs[(entry, seed)].run_dir
+        run_dir.mkdir(parents=True)
+        summary = {"selected_on": "val/miou", "val": {"miou": miou}, "test": {"miou": miou - 0.1}}
+        (run_dir / "summary.json").write_text(json.dumps(summary))
+    rows = collect(study)
+    assert {(r["entry"], r["seed"], r["val_acc"]) for r in rows} == {
+        ("from-ce", 0, 0.5),
+        ("from-ips", 0, 0.6),
+        ("from-ips", 1, 0.7),
+    }
+    md = write_report(study, rows)["md"].read_text()
+    assert "val mIoU (%)" in md
+    assert md.index("| from-ips | 2 | 65.00 +- 7.07") < md.index("| from-ce | 1 | 50.00")
+
+
+def test_a_transfer_study_with_a_bad_key_fails_early(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("command: transfer\nentries: {a: {model.arch: unet}}\n")
+    with pytest.raises(ConfigError, match="does not fit task"):
+        load_study(path)
+    path.write_text("command: fit\nentries: {a: {method: ce}}\n")
+    with pytest.raises(ConfigError, match="command must be train or transfer"):
+        load_study(path)

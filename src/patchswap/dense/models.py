@@ -423,7 +423,8 @@ def build_detection_model(
     ``num_classes`` includes background (label 0). Images are float in [0, 1] with ``image_mean`` /
     ``image_std`` in that scale (one value per channel; 1-channel images work), resized to
     ``min_size=max_size=image_size`` (no upscaling to torchvision's 800). ``stages`` defaults to all
-    stages for Faster R-CNN (FPN + LastLevelMaxPool) and the 3 deepest for RetinaNet (FPN +
+    stages of stride 2 or more for Faster R-CNN (FPN + LastLevelMaxPool)
+    and the 3 deepest for RetinaNet (FPN +
     LastLevelP6P7 from P5, torchvision's v1 convention). ``anchor_sizes``: one tuple per pyramid level,
     default :func:`default_anchor_sizes`. Faster R-CNN's box head is ``representation_size`` wide (256
     instead of 1024: small data) and its RoI level mapping is rescaled to the 4*stride anchors. Returns
@@ -445,6 +446,10 @@ def build_detection_model(
     if stages is None and arch == "retinanet":
         stages = min(3, len(_stage_nodes(backbone)))
     features = _dense_features(backbone, stages)
+    if stages is None and features.strides[0] == 1 and len(features.strides) > 1:
+        # A full-resolution stage (CIFAR-style stems) would make the pyramid's largest level cost more
+        # than the whole backbone; detectors start at stride 2 or more (torchvision's P2 is stride 4).
+        features = _dense_features(backbone, len(features.strides) - 1)
     channels, strides = features.channels, features.strides
     extra: ExtraFPNBlock = (
         LastLevelMaxPool() if arch == "fasterrcnn" else LastLevelP6P7(fpn_channels, fpn_channels)
@@ -482,7 +487,24 @@ def build_detection_model(
         box_head=box_head,
         box_predictor=FastRCNNPredictor(representation_size, num_classes),
         **common,
+        **_proposal_budget(image_size),
     )
+
+
+def _proposal_budget(image_size: int) -> dict[str, int]:
+    """Fewer proposals and sampled RoIs for small images (torchvision's defaults are sized for 800 px).
+
+    A 64x64 scene holds a handful of objects; 2,000 proposals and 512 sampled RoIs per image made the
+    box head cost ~30x the backbone on CPU. The budget scales with the image area, capped at the defaults.
+    """
+    scale = min(1.0, (image_size / 800) ** 2)
+    return {
+        "rpn_pre_nms_top_n_train": max(200, int(2000 * scale)),
+        "rpn_post_nms_top_n_train": max(100, int(2000 * scale)),
+        "rpn_pre_nms_top_n_test": max(100, int(1000 * scale)),
+        "rpn_post_nms_top_n_test": max(50, int(1000 * scale)),
+        "box_batch_size_per_image": max(32, int(512 * scale)),
+    }
 
 
 # --------------------------------------------------------------------------- both

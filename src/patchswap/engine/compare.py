@@ -12,6 +12,11 @@ A study is a YAML file::
       ips: {method: ips}
       ips-no-swap: {method: ips, ips.prob: 0}
 
+``command: transfer`` makes every run a ``patchswap transfer`` (segmentation or detection) instead of
+a ``patchswap train``; its score is then mIoU or mAP. ``{seed}`` in a value is replaced by the run's
+seed, so a transfer entry can take the backbone trained with the same seed
+(``model.backbone: runs/backbones/ips/s{seed}``).
+
 Each (entry, seed) trains in its own process into ``out/<entry>/s<seed>``. A run with a summary is
 finished and skipped; a run with a checkpoint is resumed; so a long study can run in several
 pieces (``--max-runs``). ``results.csv`` has one row per run; ``results.md`` the mean +- std per
@@ -77,15 +82,24 @@ class Study:
     seeds: list[int]
     out: Path
     entries: dict[str, dict[str, str]]
+    command: str = "train"
+
+    def load_run_config(self, overrides: dict[str, str]) -> Any:
+        """The validated config of one run (training or transfer)."""
+        if self.command == "transfer":
+            from patchswap.engine.transfer import load_transfer_config
+
+            return load_transfer_config(self.base, overrides)
+        return load_config(self.base, overrides)
 
     def runs(self) -> list[RunSpec]:
         specs = []
         for seed in self.seeds:  # seed-major: an interrupted study has every entry at seed 0 first
             for name, extra in self.entries.items():
                 run_dir = self.out / name / f"s{seed}"
+                merged = {**self.common, **extra}
                 overrides = {
-                    **self.common,
-                    **extra,
+                    **{k: v.replace("{seed}", str(seed)) for k, v in merged.items()},
                     "trainer.seed": str(seed),
                     "trainer.run_dir": str(run_dir),
                 }
@@ -139,11 +153,14 @@ def load_study(path: str | Path) -> Study:
     if not path.is_file():
         raise ConfigError(f"study file {path} does not exist")
     data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"base", "set", "seeds", "out", "entries"}
+    unknown = set(data) - {"base", "set", "seeds", "out", "entries", "command"}
     if unknown:
         raise ConfigError(
-            f"{path}: unknown study keys {sorted(unknown)}; valid: base, set, seeds, out, entries"
+            f"{path}: unknown study keys {sorted(unknown)}; valid: base, set, seeds, out, entries, command"
         )
+    command = data.get("command", "train")
+    if command not in ("train", "transfer"):
+        raise ConfigError(f"{path}: command must be train or transfer, got {command!r}")
     here = path.parent
     base = data.get("base") or []
     base_paths = [here / b for b in ([base] if isinstance(base, str) else base)]
@@ -160,24 +177,25 @@ def load_study(path: str | Path) -> Study:
         seeds=seeds,
         out=here / data.get("out", f"runs/{path.stem}"),
         entries={str(k): _flat(v, f"entries.{k}") for k, v in entries.items()},
+        command=command,
     )
     for spec in study.runs():
         try:
-            load_config(study.base, spec.overrides)
+            study.load_run_config(spec.overrides)
         except ValueError as e:  # ConfigError, or an unknown method/model name
             raise ConfigError(f"{path}: entry {spec.entry!r}: {e}") from e
     return study
 
 
 def _command(study: Study, spec: RunSpec) -> list[str]:
-    cmd = [sys.executable, "-m", "patchswap.cli", "train"]
+    cmd = [sys.executable, "-m", "patchswap.cli", study.command]
     if spec.state == "partial":
         cmd += ["--resume", str(spec.run_dir)]
         return cmd
     for cfg in study.base:
         cmd += ["--config", str(cfg)]
     for key, value in spec.overrides.items():
-        cmd += [f"--{key}" if key != "method" else "--method", value]
+        cmd += ["--method.name" if key == "method" else f"--{key}", value]
     return cmd
 
 
@@ -249,6 +267,11 @@ def collect(study: Study) -> list[dict[str, Any]]:
             continue
         summary = json.loads(summary_path.read_text())
         row: dict[str, Any] = {"entry": spec.entry, "seed": spec.seed}
+        score = str(summary.get("selected_on", "val/acc")).split("/")[-1]
+        if score != "acc":  # transfer runs: mIoU or mAP take the accuracy columns' place
+            row["score"] = score
+            summary = {**summary, "val": {**summary["val"], "acc": summary["val"].get(score)}}
+            summary["test"] = {**summary["test"], "acc": summary["test"].get(score)}
         for column, keys in METRICS:
             row[column] = _get(summary, keys)
         eval_path = spec.run_dir / "eval.json"
@@ -296,6 +319,8 @@ def write_report(study: Study, rows: list[dict[str, Any]]) -> dict[str, Path]:
             if vals:
                 stats[name][column] = (*_mean_std(vals), len(vals))
     ranked = sorted(stats, key=lambda n: -stats[n].get("val_acc", (float("-inf"), 0, 0))[0])
+    score = next((str(r["score"]) for r in rows if r.get("score")), "acc")
+    label = {"acc": "acc", "miou": "mIoU", "map": "mAP"}.get(score, score)
 
     def cell(name: str, column: str, scale: float = 1.0, digits: int = 2) -> str:
         if column not in stats[name]:
@@ -306,10 +331,10 @@ def write_report(study: Study, rows: list[dict[str, Any]]) -> dict[str, Path]:
     lines = [
         f"# {study.path.stem if study.path.exists() else study.out.name}",
         "",
-        f"Seeds {study.seeds}; mean +- sample std over finished seeds. Ranked by validation accuracy "
+        f"Seeds {study.seeds}; mean +- sample std over finished seeds. Ranked by validation {label} "
         "(the test split is reported, never used to choose).",
         "",
-        "| entry | runs | val acc (%) | test acc (%) | test NLL | test ECE (%) | train s | images/s "
+        f"| entry | runs | val {label} (%) | test {label} (%) | test NLL | test ECE (%) | train s | images/s "
         "| images seen |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -334,7 +359,7 @@ def write_report(study: Study, rows: list[dict[str, Any]]) -> dict[str, Path]:
         errs = [100 * stats[n].get(column, (0, 0, 0))[1] for n in ranked]
         ax.bar([x + offset for x in xs], means, width=0.4, yerr=errs, capsize=3, label=label)
     ax.set_xticks(list(xs), ranked, rotation=30, ha="right")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(f"{label} (%)" if score != "acc" else "accuracy (%)")
     vals = [100 * stats[n][c][0] for n in ranked for c in ("val_acc", "test_acc") if c in stats[n]]
     if vals:
         ax.set_ylim(max(0, min(vals) - 5), min(100, max(vals) + 3))

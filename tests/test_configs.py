@@ -46,3 +46,15 @@ def test_gpu_study_loads_with_every_method_for_every_architecture(path):
         assert {m for m in methods if f"{arch}-{m}" in study.entries} == methods
     assert study.entries["resnet18-ce-2x"]["trainer.epochs"] == "480"
     assert {s.overrides["trainer.seed"] for s in study.runs()} == {"0", "1", "2"}
+
+
+TRANSFER_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "transfer").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", TRANSFER_CONFIGS, ids=lambda p: p.name)
+def test_transfer_recipe_loads(path):
+    from patchswap.engine.transfer import load_transfer_config
+
+    cfg = load_transfer_config([path])
+    assert cfg.data.name.startswith("voc") and cfg.trainer.accelerator == "gpu"
+    assert cfg.model.arch in (("deeplabv3", "fcn") if cfg.task == "segment" else ("fasterrcnn", "retinanet"))

@@ -149,3 +149,54 @@ def test_cli_runs_a_transfer(tmp_path, capsys):
     assert "test   miou" in out and (run_dir / "summary.json").exists()
     assert main(["transfer", "--task", "detect"]) == 2  # deeplabv3 cannot detect: a clear error
     assert "does not fit task" in capsys.readouterr().err
+
+
+def _write_voc(root: Path, train: int, val: int) -> None:
+    """A small VOC2012 devkit: images of several sizes, palette masks with a class blob and a border."""
+    import numpy as np
+    from PIL import Image
+
+    voc = root / "VOCdevkit" / "VOC2012"
+    for sub in ("ImageSets/Segmentation", "JPEGImages", "SegmentationClass"):
+        (voc / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = {"train": [f"t{i}" for i in range(train)], "val": [f"v{i}" for i in range(val)]}
+    for split, ids in names.items():
+        (voc / f"ImageSets/Segmentation/{split}.txt").write_text("\n".join(ids) + "\n")
+        for k, name in enumerate(ids):
+            h, w = 36 + 4 * (k % 3), 40 + 6 * (k % 2)
+            image = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+            mask = np.zeros((h, w), dtype=np.uint8)
+            cls = 1 + k % 3
+            mask[8:24, 10:30] = cls
+            image[8:24, 10:30] += np.uint8(60 * cls)
+            mask[24, 10:30] = 255
+            Image.fromarray(image).save(voc / f"JPEGImages/{name}.jpg")
+            png = Image.frombytes("P", (w, h), mask.tobytes())
+            png.putpalette(list(range(256)) * 3)
+            png.save(voc / f"SegmentationClass/{name}.png")
+
+
+def test_voc_carves_val_out_of_train_and_tests_on_voc_val(tmp_path):
+    """Images of several sizes: random crops for training, padded batches for evaluation."""
+    _write_voc(tmp_path / "data", train=12, val=4)
+    run_dir = tmp_path / "voc"
+    overrides = {
+        "data.name": "voc",
+        "data.data_dir": str(tmp_path / "data"),
+        "data.val_count": "4",
+        "data.crop_size": "32",
+        "data.batch_size": "4",
+        "data.eval_batch_size": "3",
+        "model.arch": "fcn",
+        "model.backbone": "resnet8",
+        "trainer.epochs": "1",
+        "trainer.accelerator": "cpu",
+        "trainer.progress_bar": "false",
+        "trainer.run_dir": str(run_dir),
+    }
+    summary = train_transfer(load_transfer_config(None, overrides))
+    assert summary["train_images"] == 8  # 12 VOC train images - 4 carved out for validation
+    assert summary["images_seen"] == 8
+    assert 0.0 <= summary["val"]["miou"] <= 1.0 and 0.0 <= summary["test"]["miou"] <= 1.0
+    assert len(summary["test"]["iou_per_class"]) == 21  # background + the 20 VOC classes

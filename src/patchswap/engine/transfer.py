@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -60,21 +61,58 @@ def default_transfer_dir(cfg: TransferConfig) -> Path:
     return Path("runs") / "transfer" / name
 
 
-def _datasets(cfg: TransferConfig) -> dict[str, DenseDataset]:
+class _DenseSubset(torch.utils.data.Dataset):
+    """Some images of a dense dataset, keeping what the engine reads (classes, channels, pair labels)."""
+
+    def __init__(self, base: DenseDataset, indices: np.ndarray) -> None:
+        self.base, self.indices = base, np.asarray(indices)
+        self.task, self.classes, self.in_chans = base.task, base.classes, base.in_chans
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.base[int(self.indices[i])]
+
+    def pair_labels(self) -> np.ndarray:
+        return np.asarray(self.base.pair_labels())[self.indices]
+
+
+VOC_HELD_OUT = {"voc": "val", "voc2012": "val", "voc2007": "test"}
+
+
+def _datasets(cfg: TransferConfig) -> dict[str, Any]:
+    """train / val / test. VOC: val is carved (seeded) out of VOC train, and the official held-out set
+    (2012 val, 2007 test) is the test split, so no choice is ever made on the reported numbers."""
     d = cfg.data
-    counts = {"train": d.train_count, "val": d.val_count, "test": d.test_count}
-    return {
-        split: build_dense_dataset(
+
+    def build(split: str, count: int | None = None) -> DenseDataset:
+        return build_dense_dataset(
             d.name,
             cfg.task,
             split,
             data_dir=d.data_dir,
             download=d.download,
-            scene_count=counts[split],
+            scene_count=count,
             canvas=d.canvas,
             seed=d.scene_seed,
         )
-        for split in ("train", "val", "test")
+
+    held_out = VOC_HELD_OUT.get(d.name.lower())
+    if held_out is None:
+        return {
+            "train": build("train", d.train_count),
+            "val": build("val", d.val_count),
+            "test": build("test", d.test_count),
+        }
+    full = build("train")
+    n_val = d.val_count or min(500, len(full) // 10)
+    order = np.random.default_rng(d.scene_seed).permutation(len(full))
+    train_idx = order[n_val:] if d.train_count is None else order[n_val : n_val + d.train_count]
+    return {
+        "train": _DenseSubset(full, np.sort(train_idx)),
+        "val": _DenseSubset(full, np.sort(order[:n_val])),
+        "test": build(held_out, d.test_count),
     }
 
 

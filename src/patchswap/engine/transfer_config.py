@@ -35,8 +35,8 @@ class DenseDataSection:
     name: str = "scenes"  # scenes (MNIST digits on canvases), voc, voc2007 (detection), coco:DIR
     data_dir: str = "../shared/data"  # scenes: folder of mnist-*.npz; voc: parent of VOCdevkit
     download: bool = False  # let torchvision download VOC (needs a network)
-    train_count: int | None = None  # scenes: training canvases (default 4000)
-    val_count: int | None = None  # scenes: validation canvases (default 1000)
+    train_count: int | None = None  # scenes: training canvases (default 4000); others: first N after val
+    val_count: int | None = None  # scenes: canvases (default 1000); voc: images carved out of train (500)
     test_count: int | None = None  # scenes: test canvases (default 1000)
     canvas: int = 64  # scenes: canvas side in pixels
     scene_seed: int = 0  # scenes: seeds the canvases (not the training), so all runs share them

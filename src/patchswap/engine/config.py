@@ -163,8 +163,7 @@ class RunConfig:
         d, o, t = self.data, self.optim, self.trainer
         if d.batch_size < 1 or d.eval_batch_size < 1:
             raise ConfigError("data.batch_size and data.eval_batch_size must be positive")
-        if t.epochs < 1:
-            raise ConfigError(f"trainer.epochs must be at least 1, got {t.epochs}")
+        check_trainer(t)
         if o.optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"optim.optimizer must be sgd or adamw, got {o.optimizer!r}")
         if o.schedule not in ("cosine", "multistep", "onecycle", "constant"):
@@ -177,13 +176,19 @@ class RunConfig:
             raise ConfigError(
                 "optim.schedule=multistep needs optim.milestones, e.g. --optim.milestones 150,180,210"
             )
-        if t.limit_train_batches <= 0:
-            raise ConfigError("trainer.limit_train_batches must be positive")
-        if t.val_every_n_epochs < 1 or t.epochs % t.val_every_n_epochs:
-            raise ConfigError(
-                f"trainer.val_every_n_epochs must be a positive divisor of trainer.epochs ({t.epochs})"
-                f" so the last epoch is validated, got {t.val_every_n_epochs}"
-            )
+
+
+def check_trainer(t: TrainerSection) -> None:
+    """Checks of the trainer section shared by every config class."""
+    if t.epochs < 1:
+        raise ConfigError(f"trainer.epochs must be at least 1, got {t.epochs}")
+    if t.limit_train_batches <= 0:
+        raise ConfigError("trainer.limit_train_batches must be positive")
+    if t.val_every_n_epochs < 1 or t.epochs % t.val_every_n_epochs:
+        raise ConfigError(
+            f"trainer.val_every_n_epochs must be a positive divisor of trainer.epochs ({t.epochs})"
+            f" so the last epoch is validated, got {t.val_every_n_epochs}"
+        )
 
 
 def section_fields(cls: type) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from torch import nn
 
 from patchswap.dense.metrics import DetectionMetrics, SegmentationMetrics
 from patchswap.engine.config import OptimSection
-from patchswap.engine.module import configure_optimization, derive_seed
+from patchswap.engine.module import configure_optimization, start_epoch_randomness
 from patchswap.engine.transfer_config import DenseIPSSection
 from patchswap.losses import DenseIPSLoss
 from patchswap.ops import patch_swap, patch_swap_boxes
@@ -80,12 +80,7 @@ class DenseModule(L.LightningModule):
 
     # -- randomness per epoch ------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        epoch = self.current_epoch
-        sampler = getattr(getattr(self.trainer, "datamodule", None), "train_sampler", None)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        torch.manual_seed(derive_seed(self.seed, epoch, 0))
-        self._generator = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, epoch, 1))
+        self._generator = start_epoch_randomness(self, self.seed)
         self._epoch_images = 0
         self._epoch_t0 = time.perf_counter()
 

@@ -23,7 +23,7 @@ from patchswap.engine.config import OptimSection
 from patchswap.engine.loaders import IGNORE_LABEL
 from patchswap.methods import Method, MethodBatch
 
-__all__ = ["ClassifierModule", "configure_optimization", "derive_seed", "lr_factor"]
+__all__ = ["ClassifierModule", "configure_optimization", "derive_seed", "lr_factor", "start_epoch_randomness"]
 
 
 def derive_seed(seed: int, *stream: int) -> int:
@@ -33,6 +33,18 @@ def derive_seed(seed: int, *stream: int) -> int:
     return int(
         np.random.SeedSequence([seed, *stream]).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1
     )
+
+
+def start_epoch_randomness(module: L.LightningModule, seed: int) -> torch.Generator:
+    """Re-derive an epoch's randomness from (seed, epoch): the batch sampler's order, the global RNG
+    (dropout) and a fresh generator for augmentation and swaps (returned), so a resumed run continues
+    exactly as the uninterrupted one would have."""
+    epoch = module.current_epoch
+    sampler = getattr(getattr(module.trainer, "datamodule", None), "train_sampler", None)
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+    torch.manual_seed(derive_seed(seed, epoch, 0))
+    return torch.Generator(device=module.device).manual_seed(derive_seed(seed, epoch, 1))
 
 
 def lr_factor(optim: OptimSection, step: int, steps_per_epoch: int, epochs: int) -> float:
@@ -101,13 +113,7 @@ class ClassifierModule(L.LightningModule):
 
     # -- randomness per epoch ----------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        epoch = self.current_epoch
-        dm = getattr(self.trainer, "datamodule", None)
-        sampler = getattr(dm, "train_sampler", None)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        torch.manual_seed(derive_seed(self.seed, epoch, 0))
-        self._generator = torch.Generator(device=self.device).manual_seed(derive_seed(self.seed, epoch, 1))
+        self._generator = start_epoch_randomness(self, self.seed)
         self._epoch_images = 0
         self._epoch_t0 = time.perf_counter()
 

@@ -27,14 +27,22 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from patchswap.data import DataBundle, build_data
 from patchswap.engine.callbacks import FAULT_ENV, EpochMetricsCSV, FaultInjection, read_metrics
 from patchswap.engine.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint, save_weights
-from patchswap.engine.config import ConfigError, RunConfig, apply_mapping, load_config
+from patchswap.engine.config import ConfigError, RunConfig, TrainerSection, apply_mapping, load_config
 from patchswap.engine.loaders import PatchswapDataModule
 from patchswap.engine.module import ClassifierModule
 from patchswap.evaluation.plots import plot_training_curves
 from patchswap.methods import create_method
 from patchswap.models import create_model
 
-__all__ = ["RunError", "default_run_dir", "evaluate", "resume", "train"]
+__all__ = [
+    "RunError",
+    "default_run_dir",
+    "evaluate",
+    "lightning_trainer",
+    "prepare_run_dir",
+    "resume",
+    "train",
+]
 
 CONFIG_KEY = "patchswap_config"
 
@@ -109,40 +117,65 @@ class _Run:
         checkpoint[CONFIG_KEY] = self.cfg.to_dict()
 
     def trainer(self, run_dir: Path | None, *, callbacks: list | None = None, fit: bool = True) -> L.Trainer:
-        t = self.cfg.trainer
-        devices: Any = int(t.devices) if str(t.devices).isdigit() else t.devices
-        strategy = t.strategy
-        if not fit:  # evaluation after (or without) training: one device in this process, exact metrics
-            devices, strategy = 1, "auto"
-        limit: Any = int(t.limit_train_batches) if t.limit_train_batches > 1 else t.limit_train_batches
-        cbs = list(callbacks or [])
-        if t.progress_bar and fit:
-            cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 4)))
-        logger: Any = (
-            TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="") if fit else False
+        return lightning_trainer(self.cfg.trainer, run_dir, callbacks=callbacks, fit=fit)
+
+
+def lightning_trainer(
+    t: TrainerSection, run_dir: Path | None, *, callbacks: list | None = None, fit: bool = True
+) -> L.Trainer:
+    """The Lightning trainer of a run (``fit``), or a one-device evaluator with exact metrics."""
+    devices: Any = int(t.devices) if str(t.devices).isdigit() else t.devices
+    strategy = t.strategy
+    if not fit:  # evaluation after (or without) training: one device in this process, exact metrics
+        devices, strategy = 1, "auto"
+    limit: Any = int(t.limit_train_batches) if t.limit_train_batches > 1 else t.limit_train_batches
+    cbs = list(callbacks or [])
+    if t.progress_bar and fit:
+        cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 4)))
+    logger: Any = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="") if fit else False
+    return L.Trainer(
+        max_epochs=t.epochs,
+        accelerator=t.accelerator,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=t.num_nodes if fit else 1,
+        benchmark=t.cudnn_benchmark,
+        precision=t.precision,  # type: ignore[arg-type]
+        callbacks=cbs,
+        logger=logger,
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # our batch samplers shard pairs themselves
+        enable_progress_bar=t.progress_bar and fit,
+        enable_model_summary=False,
+        enable_checkpointing=fit,
+        log_every_n_steps=t.log_every_n_steps,
+        limit_train_batches=limit,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=t.val_every_n_epochs,
+        deterministic=t.deterministic,
+        default_root_dir=str(run_dir) if run_dir else None,
+    )
+
+
+def prepare_run_dir(run_dir: Path, cfg: Any, *, resume: bool, command: str) -> Path:
+    """Refuse to overwrite a run or to resume nothing; write the resolved config. Returns last.ckpt."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume:
+        if not last.exists():
+            raise RunError(
+                f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (the run stopped before its first "
+                f"epoch ended); start it again with: patchswap {command} --config {run_dir / 'config.yaml'}"
+            )
+        load_checkpoint(last)  # fails early and clearly on a truncated file
+    elif last.exists():
+        raise RunError(
+            f"{run_dir} already holds a run; continue it with `patchswap {command} --resume {run_dir}` or "
+            "choose another --trainer.run_dir"
         )
-        return L.Trainer(
-            max_epochs=t.epochs,
-            accelerator=t.accelerator,
-            devices=devices,
-            strategy=strategy,
-            num_nodes=t.num_nodes if fit else 1,
-            benchmark=t.cudnn_benchmark,
-            precision=t.precision,  # type: ignore[arg-type]
-            callbacks=cbs,
-            logger=logger,
-            plugins=[AtomicCheckpointIO()],
-            use_distributed_sampler=False,  # our batch samplers shard pairs themselves
-            enable_progress_bar=t.progress_bar and fit,
-            enable_model_summary=False,
-            enable_checkpointing=fit,
-            log_every_n_steps=t.log_every_n_steps,
-            limit_train_batches=limit,
-            num_sanity_val_steps=0,
-            check_val_every_n_epoch=t.val_every_n_epochs,
-            deterministic=t.deterministic,
-            default_root_dir=str(run_dir) if run_dir else None,
-        )
+    if _launcher_rank() == 0:  # DDP children re-run this command: only the first process writes
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.dump(run_dir / "config.yaml")
+    return last
 
 
 @contextlib.contextmanager
@@ -191,23 +224,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     run_dir = Path(cfg.trainer.run_dir) if cfg.trainer.run_dir else default_run_dir(cfg)
     cfg.trainer.run_dir = str(run_dir)
     ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    if resume:
-        if not last.exists():
-            raise RunError(
-                f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (the run stopped before its first "
-                f"epoch ended); start it again with: patchswap train --config {run_dir / 'config.yaml'}"
-            )
-        load_checkpoint(last)  # fails early and clearly on a truncated file
-    elif last.exists():
-        raise RunError(
-            f"{run_dir} already holds a run; continue it with `patchswap train --resume {run_dir}` or "
-            "choose another --trainer.run_dir"
-        )
-    if _launcher_rank() == 0:  # DDP children re-run this command: only the first process writes
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.dump(run_dir / "config.yaml")
-
+    last = prepare_run_dir(run_dir, cfg, resume=resume, command="train")
     run = _Run(cfg)
     has_val = run.bundle.val is not None
     checkpoint = ModelCheckpoint(

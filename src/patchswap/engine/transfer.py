@@ -18,18 +18,17 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from patchswap.dense.datasets import DenseDataset, build_dense_dataset, collate_dense
 from patchswap.dense.models import build_dense_model
 from patchswap.engine.callbacks import FAULT_ENV, EpochMetricsCSV, FaultInjection, read_metrics
-from patchswap.engine.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint, save_weights
+from patchswap.engine.checkpoint import CheckpointError, load_checkpoint, save_weights
 from patchswap.engine.config import apply_mapping, load_config
 from patchswap.engine.dense_module import IGNORE_INDEX, DenseModule, score_key
 from patchswap.engine.loaders import ShuffledBatchSampler
-from patchswap.engine.run import RunError, _launcher_rank, _quiet_lightning
+from patchswap.engine.run import RunError, _quiet_lightning, lightning_trainer, prepare_run_dir
 from patchswap.engine.transfer_config import TransferConfig
 from patchswap.evaluation.plots import plot_training_curves
 from patchswap.sampling import ClassPairBatchSampler
@@ -274,55 +273,14 @@ class _TransferRun:
         checkpoint[CONFIG_KEY] = self.cfg.to_dict()
 
     def trainer(self, run_dir: Path | None, *, callbacks: list | None = None, fit: bool = True) -> L.Trainer:
-        t = self.cfg.trainer
-        devices: Any = int(t.devices) if str(t.devices).isdigit() else t.devices
-        cbs = list(callbacks or [])
-        if t.progress_bar and fit:
-            cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 4)))
-        limit: Any = int(t.limit_train_batches) if t.limit_train_batches > 1 else t.limit_train_batches
-        return L.Trainer(
-            max_epochs=t.epochs,
-            accelerator=t.accelerator,
-            devices=devices if fit else 1,
-            strategy=t.strategy if fit else "auto",
-            num_nodes=t.num_nodes if fit else 1,
-            precision=t.precision,  # type: ignore[arg-type]
-            callbacks=cbs,
-            logger=TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="") if fit else False,
-            plugins=[AtomicCheckpointIO()],
-            use_distributed_sampler=False,  # pairs are sharded by our samplers; every rank evaluates all
-            enable_progress_bar=t.progress_bar and fit,
-            enable_model_summary=False,
-            enable_checkpointing=fit,
-            log_every_n_steps=t.log_every_n_steps,
-            limit_train_batches=limit,
-            num_sanity_val_steps=0,
-            check_val_every_n_epoch=t.val_every_n_epochs,
-            deterministic=t.deterministic,
-            default_root_dir=str(run_dir) if run_dir else None,
-        )
+        return lightning_trainer(self.cfg.trainer, run_dir, callbacks=callbacks, fit=fit)
 
 
 def train_transfer(cfg: TransferConfig, *, resume: bool = False) -> dict[str, Any]:
     """Fine-tune, select the best epoch on val (mIoU or mAP), test it once; returns the summary."""
     run_dir = Path(cfg.trainer.run_dir) if cfg.trainer.run_dir else default_transfer_dir(cfg)
     cfg.trainer.run_dir = str(run_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if resume:
-        if not last.exists():
-            raise RunError(
-                f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (the run stopped before its first "
-                f"epoch ended); start it again with: patchswap transfer --config {run_dir / 'config.yaml'}"
-            )
-        load_checkpoint(last)
-    elif last.exists():
-        raise RunError(
-            f"{run_dir} already holds a run; continue it with `patchswap transfer --resume {run_dir}` or "
-            "choose another --trainer.run_dir"
-        )
-    if _launcher_rank() == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.dump(run_dir / "config.yaml")
+    last = prepare_run_dir(run_dir, cfg, resume=resume, command="transfer")
     run = _TransferRun(cfg)
     monitor = score_key(cfg.task)
     checkpoint = ModelCheckpoint(

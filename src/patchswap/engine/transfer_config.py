@@ -18,6 +18,7 @@ from patchswap.engine.config import (
     OptimSection,
     TrainerSection,
     _unknown,
+    check_trainer,
     parse_value,
     section_fields,
 )
@@ -150,12 +151,7 @@ class TransferConfig:
             )
         if d.batch_size < 1 or d.eval_batch_size < 1:
             raise ConfigError("data.batch_size and data.eval_batch_size must be positive")
-        if t.epochs < 1:
-            raise ConfigError(f"trainer.epochs must be at least 1, got {t.epochs}")
-        if t.val_every_n_epochs < 1 or t.epochs % t.val_every_n_epochs:
-            raise ConfigError(
-                f"trainer.val_every_n_epochs must be a positive divisor of trainer.epochs ({t.epochs})"
-            )
+        check_trainer(t)
         if not 0.0 <= ips.prob <= 1.0:
             raise ConfigError(f"ips.prob must be in [0, 1], got {ips.prob}")
         if ips.grid < 2:

@@ -149,3 +149,22 @@ def test_a_transfer_study_with_a_bad_key_fails_early(tmp_path):
     path.write_text("command: fit\nentries: {a: {method: ce}}\n")
     with pytest.raises(ConfigError, match="command must be train or transfer"):
         load_study(path)
+
+
+def test_the_report_adds_the_evaluation_suite_of_evaluated_runs(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("seeds: [0, 1]\nout: runs\nentries: {ce: {method: ce}, ips: {method: ips}}\n")
+    study = load_study(path)
+    for spec in study.runs():
+        spec.run_dir.mkdir(parents=True)
+        summary = {"val": {"acc": 0.5 + spec.seed / 10}, "test": {"acc": 0.5}}
+        (spec.run_dir / "summary.json").write_text(json.dumps(summary))
+        if spec.entry == "ips":  # only ips was evaluated with the suite
+            fgsm = 0.3 + spec.seed / 10
+            suite = {"images": 100, "calibration": {"acc": 0.5, "ece": 0.1}, "fgsm": {"0.01": fgsm}}
+            (spec.run_dir / "eval.json").write_text(json.dumps(suite))
+    md = write_report(study, collect(study))["md"].read_text()
+    table = md.split("Evaluation suite", 1)[1]
+    assert "100 images" in table and "| clean acc | ECE | FGSM 0.01 |" in table
+    assert "| ips | 2 | 50.00 +- 0.00 | 10.00 +- 0.00 | 35.00 +- 7.07 |" in table
+    assert "| ce |" not in table

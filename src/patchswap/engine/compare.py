@@ -298,6 +298,49 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return m, sd
 
 
+# Columns of the evaluation-suite table (from each run's eval.json, when `patchswap eval --suite` ran).
+SUITE_COLUMNS = [
+    ("eval/calibration/acc", "clean acc"),
+    ("eval/calibration/nll", "NLL"),
+    ("eval/calibration/ece", "ECE"),
+    ("eval/fgsm/0.00392157", "FGSM 1/255"),
+    ("eval/fgsm/0.01", "FGSM 0.01"),
+    ("eval/pgd/0.00392157", "PGD-10 1/255"),
+    ("eval/corruptions/mean", "corruptions (mean)"),
+]
+
+
+def _suite_table(study: Study, rows: list[dict[str, Any]], ranked: list[str]) -> list[str]:
+    """Mean +- std of the evaluation suite's headline numbers, for entries whose runs were evaluated."""
+    present = [(key, name) for key, name in SUITE_COLUMNS if any(r.get(key) is not None for r in rows)]
+    if not present:
+        return []
+    images = sorted({int(r["eval/images"]) for r in rows if r.get("eval/images") is not None})
+    lines = [
+        "",
+        "Evaluation suite (`patchswap eval RUN --suite all`; test split, "
+        f"{', '.join(map(str, images))} images; accuracies and ECE in %):",
+        "",
+        "| entry | runs | " + " | ".join(name for _, name in present) + " |",
+        "|---|---|" + "---|" * len(present),
+    ]
+    for entry in ranked:
+        mine = [r for r in rows if r["entry"] == entry and any(r.get(k) is not None for k, _ in present)]
+        if not mine:
+            continue
+        cells = []
+        for key, name in present:
+            vals = [float(r[key]) for r in mine if r.get(key) is not None]
+            scale, digits = (1.0, 4) if name == "NLL" else (100.0, 2)
+            if vals:
+                m, sd = _mean_std(vals)
+                cells.append(f"{scale * m:.{digits}f} +- {scale * sd:.{digits}f}")
+            else:
+                cells.append("-")
+        lines.append(f"| {entry} | {len(mine)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_report(study: Study, rows: list[dict[str, Any]]) -> dict[str, Path]:
     """results.csv, results.md (mean +- std per entry, ranked by val accuracy) and results.png."""
     out = study.out
@@ -346,6 +389,7 @@ def write_report(study: Study, rows: list[dict[str, Any]]) -> dict[str, Path]:
             f"| {cell(name, 'train_seconds', 1, 1)} "
             f"| {cell(name, 'images_per_s', 1, 0)} | {cell(name, 'images_seen', 1, 0)} |"
         )
+    lines += _suite_table(study, rows, ranked)
     lines += ["", "Overrides per entry:", ""]
     lines += [f"- `{name}`: `{study.entries[name]}`" for name in study.entries]
     (out / "results.md").write_text("\n".join(lines) + "\n")

@@ -200,3 +200,45 @@ def test_voc_carves_val_out_of_train_and_tests_on_voc_val(tmp_path):
     assert summary["images_seen"] == 8
     assert 0.0 <= summary["val"]["miou"] <= 1.0 and 0.0 <= summary["test"]["miou"] <= 1.0
     assert len(summary["test"]["iou_per_class"]) == 21  # background + the 20 VOC classes
+
+
+@needs_mnist
+def test_killed_transfer_resumes_to_the_uninterrupted_weights(
+    segment_ips_run, tiny_run, subprocess_env, tmp_path
+):
+    """SIGKILL halfway through epoch 2 of the ips segmentation run, --resume in a new process: same weights.
+
+    The FCN head has dropout: the global RNG is seeded per step, so a resumed run draws the same masks.
+    """
+    import signal
+    import subprocess
+    import sys
+
+    reference_dir, reference = segment_ips_run
+    run_dir = tmp_path / "killed"
+    steps = 48 // 8  # pairs per epoch / pairs per step
+    argv = [sys.executable, "-m", "patchswap.cli", "transfer", "--method.name", "ips"]
+    for key, value in _overrides(run_dir, str(tiny_run[0])).items():
+        argv += [f"--{key}", value]
+    killed = subprocess.run(
+        argv,
+        env={**subprocess_env, "PATCHSWAP_FAULT_AT_STEP": str(steps + steps // 2)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (run_dir / "summary.json").exists()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "patchswap.cli", "transfer", "--resume", str(run_dir)],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_file(reference_dir / "checkpoints" / "last.safetensors")
+    b = load_file(run_dir / "checkpoints" / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test"] == reference["test"]

@@ -28,7 +28,7 @@ from torch import nn
 
 from patchswap.dense.metrics import DetectionMetrics, SegmentationMetrics
 from patchswap.engine.config import OptimSection
-from patchswap.engine.module import configure_optimization, start_epoch_randomness
+from patchswap.engine.module import configure_optimization, seed_step, start_epoch_randomness
 from patchswap.engine.transfer_config import DenseIPSSection
 from patchswap.losses import DenseIPSLoss
 from patchswap.ops import patch_swap, patch_swap_boxes
@@ -83,6 +83,9 @@ class DenseModule(L.LightningModule):
         self._generator = start_epoch_randomness(self, self.seed)
         self._epoch_images = 0
         self._epoch_t0 = time.perf_counter()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        seed_step(self, self.seed, batch_idx)
 
     def epoch_throughput(self) -> tuple[int, float]:
         """Images trained on and seconds spent so far in the current epoch (this process)."""

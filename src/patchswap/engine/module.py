@@ -23,7 +23,14 @@ from patchswap.engine.config import OptimSection
 from patchswap.engine.loaders import IGNORE_LABEL
 from patchswap.methods import Method, MethodBatch
 
-__all__ = ["ClassifierModule", "configure_optimization", "derive_seed", "lr_factor", "start_epoch_randomness"]
+__all__ = [
+    "ClassifierModule",
+    "configure_optimization",
+    "derive_seed",
+    "lr_factor",
+    "seed_step",
+    "start_epoch_randomness",
+]
 
 
 def derive_seed(seed: int, *stream: int) -> int:
@@ -45,6 +52,15 @@ def start_epoch_randomness(module: L.LightningModule, seed: int) -> torch.Genera
         sampler.set_epoch(epoch)
     torch.manual_seed(derive_seed(seed, epoch, 0))
     return torch.Generator(device=module.device).manual_seed(derive_seed(seed, epoch, 1))
+
+
+def seed_step(module: L.LightningModule, seed: int, batch_idx: int) -> None:
+    """Seed the global RNG (dropout, stochastic depth) for one training step from (seed, epoch, step).
+
+    Per step rather than per epoch: the DataLoader draws from the global RNG when it makes its
+    iterator, at a moment that differs between a fresh and a resumed run.
+    """
+    torch.manual_seed(derive_seed(seed, module.current_epoch, 2, batch_idx))
 
 
 def lr_factor(optim: OptimSection, step: int, steps_per_epoch: int, epochs: int) -> float:
@@ -116,6 +132,9 @@ class ClassifierModule(L.LightningModule):
         self._generator = start_epoch_randomness(self, self.seed)
         self._epoch_images = 0
         self._epoch_t0 = time.perf_counter()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        seed_step(self, self.seed, batch_idx)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y, index = batch

@@ -157,6 +157,37 @@ def lightning_trainer(
     )
 
 
+def run_callbacks(
+    run_dir: Path, monitor: str | None, early_stopping_patience: int = 0
+) -> tuple[ModelCheckpoint, list[Any]]:
+    """Best/last checkpoints (selected on ``monitor``), metrics.csv, early stopping, fault injection."""
+    checkpoint = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        filename="best",
+        monitor=monitor,
+        mode="max",
+        save_last=True,
+        save_top_k=1,
+        enable_version_counter=False,
+        auto_insert_metric_name=False,
+    )
+    callbacks: list[Any] = [checkpoint, EpochMetricsCSV(run_dir / "metrics.csv")]
+    if early_stopping_patience and monitor:
+        callbacks.append(EarlyStopping(monitor, mode="max", patience=early_stopping_patience))
+    if os.environ.get(FAULT_ENV):
+        callbacks.append(FaultInjection(int(os.environ[FAULT_ENV])))
+    return checkpoint, callbacks
+
+
+def fit_on_all_ranks(trainer: L.Trainer, run: Any, resume_from: Path | None) -> bool:
+    """Fit ``run.module`` on ``run.datamodule``; True in the process that evaluates and writes (rank 0)."""
+    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Training is over: rank 0 evaluates alone, so metrics must not wait for other ranks.
+        torch.distributed.destroy_process_group()
+    return trainer.is_global_zero
+
+
 def prepare_run_dir(run_dir: Path, cfg: Any, *, resume: bool, command: str) -> Path:
     """Refuse to overwrite a run or to resume nothing; write the resolved config. Returns last.ckpt."""
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -227,31 +258,14 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     last = prepare_run_dir(run_dir, cfg, resume=resume, command="train")
     run = _Run(cfg)
     has_val = run.bundle.val is not None
-    checkpoint = ModelCheckpoint(
-        dirpath=str(ckpt_dir),
-        filename="best",
-        monitor="val/acc" if has_val else None,
-        mode="max",
-        save_last=True,
-        save_top_k=1,
-        enable_version_counter=False,
-        auto_insert_metric_name=False,
+    checkpoint, callbacks = run_callbacks(
+        run_dir, "val/acc" if has_val else None, cfg.trainer.early_stopping_patience
     )
-    callbacks: list[Any] = [checkpoint, EpochMetricsCSV(run_dir / "metrics.csv")]
-    if cfg.trainer.early_stopping_patience and has_val:
-        callbacks.append(EarlyStopping("val/acc", mode="max", patience=cfg.trainer.early_stopping_patience))
-    if os.environ.get(FAULT_ENV):
-        callbacks.append(FaultInjection(int(os.environ[FAULT_ENV])))
     if not has_val:
         warnings.warn("no validation split (data.val_split=0): the last epoch is taken as best", stacklevel=2)
 
     with _quiet_lightning():
-        trainer = run.trainer(run_dir, callbacks=callbacks)
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(last) if resume else None)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # Training is over: rank 0 evaluates alone, so metrics must not wait for other ranks.
-            torch.distributed.destroy_process_group()
-        if not trainer.is_global_zero:
+        if not fit_on_all_ranks(run.trainer(run_dir, callbacks=callbacks), run, last if resume else None):
             return {}
         save_weights(run.model, ckpt_dir / "last.safetensors")
         best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last

@@ -10,7 +10,6 @@ curves.png) and a killed run resumes with ``--resume``.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -18,17 +17,23 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from patchswap.dense.datasets import DenseDataset, build_dense_dataset, collate_dense
 from patchswap.dense.models import build_dense_model
-from patchswap.engine.callbacks import FAULT_ENV, EpochMetricsCSV, FaultInjection, read_metrics
+from patchswap.engine.callbacks import read_metrics
 from patchswap.engine.checkpoint import CheckpointError, load_checkpoint, save_weights
 from patchswap.engine.config import apply_mapping, load_config
 from patchswap.engine.dense_module import IGNORE_INDEX, DenseModule, score_key
 from patchswap.engine.loaders import ShuffledBatchSampler
-from patchswap.engine.run import RunError, _quiet_lightning, lightning_trainer, prepare_run_dir
+from patchswap.engine.run import (
+    RunError,
+    _quiet_lightning,
+    fit_on_all_ranks,
+    lightning_trainer,
+    prepare_run_dir,
+    run_callbacks,
+)
 from patchswap.engine.transfer_config import TransferConfig
 from patchswap.evaluation.plots import plot_training_curves
 from patchswap.sampling import ClassPairBatchSampler
@@ -283,25 +288,9 @@ def train_transfer(cfg: TransferConfig, *, resume: bool = False) -> dict[str, An
     last = prepare_run_dir(run_dir, cfg, resume=resume, command="transfer")
     run = _TransferRun(cfg)
     monitor = score_key(cfg.task)
-    checkpoint = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"),
-        filename="best",
-        monitor=monitor,
-        mode="max",
-        save_last=True,
-        save_top_k=1,
-        enable_version_counter=False,
-        auto_insert_metric_name=False,
-    )
-    callbacks: list[Any] = [checkpoint, EpochMetricsCSV(run_dir / "metrics.csv")]
-    if os.environ.get(FAULT_ENV):
-        callbacks.append(FaultInjection(int(os.environ[FAULT_ENV])))
+    checkpoint, callbacks = run_callbacks(run_dir, monitor, cfg.trainer.early_stopping_patience)
     with _quiet_lightning():
-        trainer = run.trainer(run_dir, callbacks=callbacks)
-        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(last) if resume else None)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        if not trainer.is_global_zero:
+        if not fit_on_all_ranks(run.trainer(run_dir, callbacks=callbacks), run, last if resume else None):
             return {}
         save_weights(run.model, run_dir / "checkpoints" / "last.safetensors")
         best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last

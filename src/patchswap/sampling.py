@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Sampler, Subset
 
-__all__ = ["ClassPairBatchSampler", "dataset_labels"]
+__all__ = ["ClassPairBatchSampler", "dataset_labels", "label_array"]
 
 _LABEL_ATTRS = ("targets", "labels", "_labels", "y")
 SINGLETON_POLICIES = ("self", "drop")
@@ -27,7 +27,8 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def _as_label_array(labels: Any, name: str = "labels") -> np.ndarray:
+def label_array(labels: Any, name: str = "labels", *, allow_empty: bool = False) -> np.ndarray:
+    """``labels`` (tensor on any device, array, list) as a 1-D int64 numpy array of class indices."""
     if isinstance(labels, torch.Tensor):
         arr = labels.detach().cpu().numpy()
     else:
@@ -35,6 +36,8 @@ def _as_label_array(labels: Any, name: str = "labels") -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D sequence of class indices, got shape {arr.shape}")
     if arr.size == 0:
+        if allow_empty:
+            return arr.astype(np.int64)
         raise ValueError(f"{name} is empty: the dataset needs at least one labelled sample")
     if not np.issubdtype(arr.dtype, np.integer):
         if np.issubdtype(arr.dtype, np.floating) and np.all(np.equal(np.mod(arr, 1), 0)):
@@ -60,7 +63,7 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
     for attr in _LABEL_ATTRS:
         value = getattr(dataset, attr, None)
         if value is not None and not callable(value):
-            return _as_label_array(value, f"{type(dataset).__name__}.{attr}")
+            return label_array(value, f"{type(dataset).__name__}.{attr}")
     raise ValueError(
         f"cannot find the labels of {type(dataset).__name__} without loading its images: give it a "
         "`targets` attribute (a sequence of class indices) or pass labels to ClassPairBatchSampler directly"
@@ -103,7 +106,7 @@ class ClassPairBatchSampler(Sampler[list[int]]):
         samples_per_class: int = 2,
         num_samples: int | None = None,
     ) -> None:
-        self.labels = _as_label_array(labels)
+        self.labels = label_array(labels)
         n = len(self.labels)
         if num_samples is not None and num_samples != n:
             raise ValueError(

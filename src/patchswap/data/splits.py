@@ -16,20 +16,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from patchswap.sampling import label_array
+
 __all__ = ["derive_seed", "labels_to_numpy", "resolve_split_size", "stratified_split"]
 
 
 def labels_to_numpy(labels: torch.Tensor | np.ndarray | Sequence[int]) -> np.ndarray:
     """Return ``labels`` as a 1-D int64 numpy array (accepts tensors on any device, arrays, lists)."""
-    if isinstance(labels, torch.Tensor):
-        arr = labels.detach().cpu().numpy()
-    else:
-        arr = np.asarray(labels)
-    if arr.ndim != 1:
-        raise ValueError(f"labels must be 1-D, got shape {tuple(arr.shape)}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"labels must be integers, got dtype {arr.dtype}")
-    return arr.astype(np.int64, copy=False)
+    return label_array(labels, allow_empty=True)
 
 
 def resolve_split_size(size: float | int, n: int, *, name: str = "size") -> int:

@@ -180,6 +180,40 @@ def test_ips_with_prob_one_feeds_the_model_swapped_pairs():
     torch.testing.assert_close(out.loss, ce + kd, rtol=1e-5, atol=1e-6)
 
 
+class _BatchNormNet(torch.nn.Module):
+    """BatchNorm in training mode: its output for a row depends on the other rows of the forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.bn = torch.nn.BatchNorm1d(C * H * W)
+        self.fc = torch.nn.Linear(C * H * W, CLASSES)
+        self.calls: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(x.shape[0])
+        return self.fc(self.bn(x.flatten(1)))
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_ips_views_share_one_forward_unless_separate_views(separate):
+    x, y = _pair_batch()
+    gen = torch.Generator().manual_seed(3)
+    model = _BatchNormNet()
+    out = create_method("ips", prob=0.0, separate_views=separate)(
+        model, MethodBatch(x.clone(), y, generator=gen)
+    )
+    n = N_PAIRS
+    assert model.calls == ([n, n] if separate else [2 * n])
+    ref = _BatchNormNet()  # same init; statistics over each view alone, or over both
+    logits = torch.cat([ref(x[:n]), ref(x[n:])]) if separate else ref(x)
+    torch.testing.assert_close(out.logits, logits)
+    # prob=0: no swap, so the loss is CE on both views + the symmetric KL between them.
+    ce = (F.cross_entropy(logits[:n], y[:n]) + F.cross_entropy(logits[n:], y[:n])) / 2
+    kd = (_kl(logits[n:], logits[:n], 4.0) + _kl(logits[:n], logits[n:], 4.0)) / 2 * 16
+    torch.testing.assert_close(out.loss, ce + kd, rtol=1e-5, atol=1e-6)
+
+
 def test_ips_swaps_follow_the_generator():
     def swapped_mask(seed: int) -> torch.Tensor:
         model = Recorder()

@@ -40,6 +40,7 @@ class IntraClassPatchSwap(Method):
         mix: str = "none"  # after the swap: none, cutout, mixup or cutmix (same draw for both views)
         mix_alpha: float = 1.0  # Beta(mix_alpha, mix_alpha) of mixup / cutmix
         cutout_size: int = 8  # hole side in pixels for mix=cutout
+        separate_views: bool = False  # one forward per view: BatchNorm sees each view's statistics alone
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
@@ -96,7 +97,8 @@ class IntraClassPatchSwap(Method):
             mix_fn = mixup if self.options.mix == "mixup" else cutmix
             mixed = mix_fn(x, self.options.mix_alpha, generator=batch.generator, views=2)
             x = mixed.x
-        logits = model(x)
+        # One forward for both views (BatchNorm statistics over both), or one per view (ablation).
+        logits = torch.cat([model(x[:n]), model(x[n:])]) if self.options.separate_views else model(x)
         # One target per pair: the mixing draw is shared by both views, so they keep the same target.
         targets = y[:n] if mixed is None else mix_targets(y[:n], mixed.perm, mixed.lam, logits.shape[1])
         out = self.loss_fn(logits[:n], logits[n:], targets)

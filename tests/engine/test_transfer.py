@@ -129,7 +129,9 @@ def test_detection_trains_and_reports_map(method, tmp_path):
 
 def test_config_errors_say_what_to_change():
     with pytest.raises(ConfigError, match="does not fit task 'detect'"):
-        load_transfer_config(None, {"task": "detect"})  # default arch is deeplabv3
+        load_transfer_config(None, {"task": "detect", "model.arch": "deeplabv3"})
+    assert load_transfer_config(None, {"task": "detect"}).model.arch == "fasterrcnn"  # auto
+    assert load_transfer_config(None, {}).model.arch == "fcn"
     with pytest.raises(ConfigError, match="task must be one of segment, detect"):
         load_transfer_config(None, {"task": "classify"})
     with pytest.raises(ConfigError, match="did you mean 'ips.grid'"):
@@ -147,7 +149,7 @@ def test_cli_runs_a_transfer(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "test   miou" in out and (run_dir / "summary.json").exists()
-    assert main(["transfer", "--task", "detect"]) == 2  # deeplabv3 cannot detect: a clear error
+    assert main(["transfer", "--task", "detect", "--model.arch", "fcn"]) == 2  # fcn cannot detect
     assert "does not fit task" in capsys.readouterr().err
 
 

@@ -52,7 +52,7 @@ class DenseDataSection:
 
 @dataclass
 class DenseModelSection:
-    arch: str = "deeplabv3"  # segment: deeplabv3 | fcn; detect: fasterrcnn | retinanet
+    arch: str = "auto"  # segment: deeplabv3 | fcn; detect: fasterrcnn | retinanet; auto: fcn / fasterrcnn
     backbone: str = "resnet8"  # a patchswap run dir or checkpoint (trained weights), or a model name
     fpn_channels: int = 64  # detection: feature pyramid width
 
@@ -69,7 +69,7 @@ class DenseIPSSection:
 
 def _transfer_trainer() -> TrainerSection:
     t = TrainerSection()
-    t.epochs = 20
+    t.epochs = 10
     t.val_every_n_epochs = 1
     return t
 
@@ -145,6 +145,8 @@ class TransferConfig:
     def validate(self) -> None:
         d, m, t, ips = self.data, self.model, self.trainer, self.ips
         archs = SEGMENT_ARCHS if self.task == "segment" else DETECT_ARCHS
+        if m.arch == "auto":  # the light head of each task: fast enough for a CPU
+            m.arch = "fcn" if self.task == "segment" else "fasterrcnn"
         if m.arch not in archs:
             raise ConfigError(
                 f"model.arch {m.arch!r} does not fit task {self.task!r}: use one of {', '.join(archs)}"

@@ -10,7 +10,7 @@ from typing import Any
 
 import lightning as L
 
-__all__ = ["FAULT_ENV", "EpochMetricsCSV", "FaultInjection", "read_metrics"]
+__all__ = ["FAULT_ENV", "EpochMetricsCSV", "FaultInjection", "read_metrics", "training_time"]
 
 FAULT_ENV = "PATCHSWAP_FAULT_AT_STEP"
 
@@ -98,3 +98,13 @@ class FaultInjection(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step >= self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def training_time(metrics_csv: str | Path) -> tuple[float, float]:
+    """Seconds spent training and images trained on, summed over the epochs of a metrics.csv."""
+    rows = read_metrics(metrics_csv)
+    seconds = sum(float(r.get("train/epoch_seconds") or 0) for r in rows)
+    images = sum(
+        float(r.get("train/images_per_s") or 0) * float(r.get("train/epoch_seconds") or 0) for r in rows
+    )
+    return seconds, images

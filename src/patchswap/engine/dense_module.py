@@ -21,14 +21,13 @@ import math
 import time
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from patchswap.dense.metrics import DetectionMetrics, SegmentationMetrics
 from patchswap.engine.config import OptimSection
-from patchswap.engine.module import configure_optimization, seed_step, start_epoch_randomness
+from patchswap.engine.module import SeededTraining, configure_optimization
 from patchswap.engine.transfer_config import DenseIPSSection
 from patchswap.losses import DenseIPSLoss
 from patchswap.ops import patch_swap, patch_swap_boxes
@@ -50,7 +49,7 @@ def _without_nan(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-class DenseModule(L.LightningModule):
+class DenseModule(SeededTraining):
     """Fine-tunes a segmentation or detection model with ce or dense IPS."""
 
     def __init__(
@@ -77,19 +76,6 @@ class DenseModule(L.LightningModule):
         self._epoch_t0 = time.perf_counter()
         self.results: dict[str, dict[str, Any]] = {}
         self._metrics: SegmentationMetrics | DetectionMetrics | None = None
-
-    # -- randomness per epoch ------------------------------------------------------------------
-    def on_train_epoch_start(self) -> None:
-        self._generator = start_epoch_randomness(self, self.seed)
-        self._epoch_images = 0
-        self._epoch_t0 = time.perf_counter()
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        seed_step(self, self.seed, batch_idx)
-
-    def epoch_throughput(self) -> tuple[int, float]:
-        """Images trained on and seconds spent so far in the current epoch (this process)."""
-        return self._epoch_images, time.perf_counter() - self._epoch_t0
 
     @staticmethod
     def _unit(x: torch.Tensor) -> torch.Tensor:

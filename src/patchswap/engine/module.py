@@ -98,7 +98,32 @@ class _EvalMetrics(nn.Module):
         self.nll.update(nll, weight=keep.float())
 
 
-class ClassifierModule(L.LightningModule):
+class SeededTraining(L.LightningModule):
+    """Epoch hooks shared by the training modules: (seed, epoch, step)-derived randomness and a clock.
+
+    Subclasses set ``self.seed`` and count ``self._epoch_images``; ``self._generator`` is the epoch's
+    generator for augmentation and swaps.
+    """
+
+    seed: int
+    _generator: torch.Generator | None = None
+    _epoch_images: int = 0
+    _epoch_t0: float = 0.0
+
+    def on_train_epoch_start(self) -> None:
+        self._generator = start_epoch_randomness(self, self.seed)
+        self._epoch_images = 0
+        self._epoch_t0 = time.perf_counter()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        seed_step(self, self.seed, batch_idx)
+
+    def epoch_throughput(self) -> tuple[int, float]:
+        """Images trained on and seconds spent so far in the current epoch (this process)."""
+        return self._epoch_images, time.perf_counter() - self._epoch_t0
+
+
+class ClassifierModule(SeededTraining):
     """Trains ``model`` with ``method``; evaluates plain classification on val and test."""
 
     def __init__(
@@ -126,15 +151,6 @@ class ClassifierModule(L.LightningModule):
         self._generator: torch.Generator | None = None
         self._epoch_images = 0
         self._epoch_t0 = time.perf_counter()
-
-    # -- randomness per epoch ----------------------------------------------------------------
-    def on_train_epoch_start(self) -> None:
-        self._generator = start_epoch_randomness(self, self.seed)
-        self._epoch_images = 0
-        self._epoch_t0 = time.perf_counter()
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        seed_step(self, self.seed, batch_idx)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y, index = batch
@@ -169,10 +185,6 @@ class ClassifierModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.method.on_epoch_end(self.current_epoch)
-
-    def epoch_throughput(self) -> tuple[int, float]:
-        """Images trained on and seconds spent so far in the current epoch (this process)."""
-        return self._epoch_images, time.perf_counter() - self._epoch_t0
 
     def _eval_step(self, batch: Any, metrics: _EvalMetrics, prefix: str) -> None:
         x, y, _ = batch

@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from patchswap.data import DataBundle, build_data
-from patchswap.engine.callbacks import FAULT_ENV, EpochMetricsCSV, FaultInjection, read_metrics
+from patchswap.engine.callbacks import FAULT_ENV, EpochMetricsCSV, FaultInjection, read_metrics, training_time
 from patchswap.engine.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint, save_weights
 from patchswap.engine.config import ConfigError, RunConfig, TrainerSection, apply_mapping, load_config
 from patchswap.engine.loaders import PatchswapDataModule
@@ -288,10 +288,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
 
     best_epoch = int(load_checkpoint(best)["epoch"]) if best.exists() else None
     rows = read_metrics(run_dir / "metrics.csv")
-    fit_seconds = sum(float(r.get("train/epoch_seconds") or 0) for r in rows)
-    images = sum(
-        float(r.get("train/images_per_s") or 0) * float(r.get("train/epoch_seconds") or 0) for r in rows
-    )
+    fit_seconds, images = training_time(run_dir / "metrics.csv")
     summary = {
         "run_dir": str(run_dir),
         "data": run.bundle.describe(),

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from patchswap.dense.datasets import DenseDataset, build_dense_dataset, collate_dense
 from patchswap.dense.models import build_dense_model
-from patchswap.engine.callbacks import read_metrics
+from patchswap.engine.callbacks import read_metrics, training_time
 from patchswap.engine.checkpoint import CheckpointError, load_checkpoint, save_weights
 from patchswap.engine.config import apply_mapping, load_config
 from patchswap.engine.dense_module import IGNORE_INDEX, DenseModule, score_key
@@ -299,10 +299,7 @@ def train_transfer(cfg: TransferConfig, *, resume: bool = False) -> dict[str, An
         save_weights(run.model, run_dir / "checkpoints" / "best.safetensors")
         evaluator.test(run.module, datamodule=run.datamodule, ckpt_path=str(best), verbose=False)
     rows = read_metrics(run_dir / "metrics.csv")
-    seconds = sum(float(r.get("train/epoch_seconds") or 0) for r in rows)
-    images = sum(
-        float(r.get("train/images_per_s") or 0) * float(r.get("train/epoch_seconds") or 0) for r in rows
-    )
+    seconds, images = training_time(run_dir / "metrics.csv")
     summary = {
         "run_dir": str(run_dir),
         "task": cfg.task,

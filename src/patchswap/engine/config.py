@@ -143,13 +143,7 @@ class RunConfig:
             method_class(str(raw))  # validates with the list of valid methods
             self.method = str(raw)
             return
-        section_name, _, key = dotted.partition(".")
-        section = self._section(section_name)
-        hints = section_fields(type(section))
-        if key not in hints:
-            raise ConfigError(_unknown(f"{section_name}.{key}", [f"{section_name}.{k}" for k in hints]))
-        value = parse_value(raw, hints[key], f"{section_name}.{key}", from_text=from_text)
-        setattr(section, key, value)
+        set_section_key(self, dotted, raw, from_text=from_text)
 
     def _section(self, name: str) -> Any:
         if name in SECTIONS:
@@ -176,6 +170,16 @@ class RunConfig:
             raise ConfigError(
                 "optim.schedule=multistep needs optim.milestones, e.g. --optim.milestones 150,180,210"
             )
+
+
+def set_section_key(cfg: Any, dotted: str, raw: Any, *, from_text: bool = False) -> None:
+    """Set ``section.key`` of any config class (one with ``_section(name)``), checked and parsed."""
+    section_name, _, key = dotted.partition(".")
+    section = cfg._section(section_name)
+    hints = section_fields(type(section))
+    if key not in hints:
+        raise ConfigError(_unknown(f"{section_name}.{key}", [f"{section_name}.{k}" for k in hints]))
+    setattr(section, key, parse_value(raw, hints[key], f"{section_name}.{key}", from_text=from_text))
 
 
 def check_trainer(t: TrainerSection) -> None:

@@ -132,7 +132,7 @@ def _stats(cfg: TransferConfig, in_chans: int) -> tuple[list[float], list[float]
     return mean, std
 
 
-def _image_size(cfg: TransferConfig, train: DenseDataset) -> int:
+def _image_size(cfg: TransferConfig) -> int:
     """Detector resize target: the canvas for scenes, data.crop_size otherwise."""
     return cfg.data.canvas if cfg.data.name == "scenes" else cfg.data.crop_size
 
@@ -257,7 +257,7 @@ class _TransferRun:
             len(train.classes),
             cfg.model.backbone,
             in_chans=train.in_chans,
-            image_size=_image_size(cfg, train),
+            image_size=_image_size(cfg),
             image_mean=self.mean,
             image_std=self.std,
         )

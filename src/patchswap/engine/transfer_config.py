@@ -19,8 +19,7 @@ from patchswap.engine.config import (
     TrainerSection,
     _unknown,
     check_trainer,
-    parse_value,
-    section_fields,
+    set_section_key,
 )
 
 __all__ = ["DENSE_METHODS", "TASKS", "TransferConfig"]
@@ -130,12 +129,7 @@ class TransferConfig:
                 raise ConfigError(f"{dotted} must be one of {', '.join(valid)}, got {raw!r}")
             setattr(self, dotted, str(raw))
             return
-        section_name, _, key = dotted.partition(".")
-        section = self._section(section_name)
-        hints = section_fields(type(section))
-        if key not in hints:
-            raise ConfigError(_unknown(f"{section_name}.{key}", [f"{section_name}.{k}" for k in hints]))
-        setattr(section, key, parse_value(raw, hints[key], f"{section_name}.{key}", from_text=from_text))
+        set_section_key(self, dotted, raw, from_text=from_text)
 
     def _section(self, name: str) -> Any:
         if name in SECTIONS:

@@ -198,7 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("study", nargs="?", help="study YAML file")
     cmp.add_argument("--methods", help="quick form: comma-separated methods, e.g. ce,ips")
-    cmp.add_argument("--seeds", default="0,1,2", help="quick form: comma-separated seeds (default: 0,1,2)")
+    cmp.add_argument(
+        "--seeds",
+        help="comma-separated seeds: the quick form's seeds (default: 0,1,2), or which of a study's to run",
+    )
+    cmp.add_argument(
+        "--entries", help="run only these entries of the study, in this order (the report covers all)"
+    )
     cmp.add_argument(
         "--config", action="append", default=[], metavar="FILE", help="quick form: base YAML config"
     )
@@ -434,18 +440,27 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from patchswap.engine.compare import collect, load_study, quick_study, run_study, write_report
+    from patchswap.engine.compare import (
+        collect,
+        load_study,
+        quick_study,
+        restrict,
+        run_study,
+        write_report,
+    )
 
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
     if args.study:
         study = load_study(args.study)
+        to_run = restrict(study, [e for e in (args.entries or "").split(",") if e.strip()], seeds)
     elif args.methods:
-        seeds = [int(s) for s in args.seeds.split(",") if s]
         methods = [m for m in args.methods.split(",") if m]
-        study = quick_study(args.config, methods, seeds, args.out, _parse_sets(args.set))
+        study = quick_study(args.config, methods, seeds or [0, 1, 2], args.out, _parse_sets(args.set))
+        to_run = study
     else:
         raise SystemExit("give a study file or --methods (see patchswap compare --help)")
     if not args.report_only:
-        run_study(study, jobs=args.jobs, max_runs=args.max_runs)
+        run_study(to_run, jobs=args.jobs, max_runs=args.max_runs)
     rows = collect(study)
     files = write_report(study, rows)
     print(files["md"].read_text())

@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from patchswap.engine.compare import collect, load_study, run_study, write_report
+from patchswap.engine.compare import collect, load_study, restrict, run_study, write_report
 from patchswap.engine.config import ConfigError
 
 STUDY = """
@@ -87,6 +87,21 @@ def test_a_partial_run_is_resumed_not_restarted(tmp_path):
 
     assert spec.state == "partial"
     assert _command(study, spec)[-2:] == ["--resume", str(spec.run_dir)]
+
+
+def test_a_study_can_be_run_entry_by_entry_in_a_chosen_order(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(STUDY)
+    study = load_study(path)
+    part = restrict(study, ["ips-p0", "ce"], [1])
+    assert [(s.entry, s.seed) for s in part.runs()] == [("ips-p0", 1), ("ce", 1)]
+    assert [s.run_dir for s in part.runs()] == [study.runs()[3].run_dir, study.runs()[2].run_dir]
+    assert restrict(study).runs() == study.runs()
+    assert len(study.runs()) == 4, "the whole study (and its report) is untouched"
+    with pytest.raises(ConfigError, match=r"no entries \['cs'\].*'ce', 'ips-p0'"):
+        restrict(study, ["cs"])
+    with pytest.raises(ConfigError, match=r"seeds \[7\] are not in"):
+        restrict(study, None, [7])
 
 
 @pytest.mark.parametrize(
@@ -168,3 +183,18 @@ def test_the_report_adds_the_evaluation_suite_of_evaluated_runs(tmp_path):
     assert "100 images" in table and "| clean acc | ECE | FGSM 0.01 |" in table
     assert "| ips | 2 | 50.00 +- 0.00 | 10.00 +- 0.00 | 35.00 +- 7.07 |" in table
     assert "| ce |" not in table
+
+
+def test_the_cli_runs_only_the_chosen_entries_and_seeds(tmp_path, monkeypatch, capsys):
+    from patchswap import cli
+
+    path = tmp_path / "s.yaml"
+    path.write_text(STUDY)
+    ran = []
+    monkeypatch.setattr(
+        "patchswap.engine.compare.run_study", lambda study, **kw: ran.extend(study.runs()) or []
+    )
+    assert cli.main(["compare", str(path), "--entries", "ips-p0", "--seeds", "0"]) == 0
+    assert [(s.entry, s.seed) for s in ran] == [("ips-p0", 0)]
+    assert cli.main(["compare", str(path), "--entries", "kd"]) == 2
+    assert "no entries ['kd']" in capsys.readouterr().err

@@ -32,7 +32,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +184,24 @@ def load_study(path: str | Path) -> Study:
             study.load_run_config(spec.overrides)
         except ValueError as e:  # ConfigError, or an unknown method/model name
             raise ConfigError(f"{path}: entry {spec.entry!r}: {e}") from e
+    return study
+
+
+def restrict(study: Study, entries: list[str] | None = None, seeds: list[int] | None = None) -> Study:
+    """The same study cut down to some entries (in the given order) and seeds, to run the runs that
+    matter most first; the report still reads the whole study."""
+    if entries:
+        unknown = [e for e in entries if e not in study.entries]
+        if unknown:
+            raise ConfigError(
+                f"{study.path}: no entries {unknown} in this study; it has {sorted(study.entries)}"
+            )
+        study = replace(study, entries={e: study.entries[e] for e in entries})
+    if seeds:
+        unknown_seeds = [s for s in seeds if s not in study.seeds]
+        if unknown_seeds:
+            raise ConfigError(f"{study.path}: seeds {unknown_seeds} are not in its seeds {study.seeds}")
+        study = replace(study, seeds=list(seeds))
     return study
 
 

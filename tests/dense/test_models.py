@@ -130,9 +130,10 @@ def test_load_backbone_from_run_dir_ckpt_and_safetensors(tmp_path):
     run = tmp_path / "run"
     reference = _fake_run(run)
     for spec in (run, run / "checkpoints" / "best.ckpt", run / "checkpoints" / "best.safetensors"):
-        model, origin = load_backbone(str(spec), in_chans=1)
+        model, origin, name = load_backbone(str(spec), in_chans=1)
         _assert_same_weights(model, reference)  # 7 classes and 1 channel read back from the weights
         assert "resnet8" in origin and "digits" in origin and "checkpoints" in origin
+        assert name == "resnet8"
 
 
 def test_load_backbone_errors(tmp_path):
@@ -157,10 +158,10 @@ def test_load_backbone_errors(tmp_path):
 
 
 def test_load_backbone_by_model_name():
-    model, origin = load_backbone("resnet8", in_chans=3)
-    assert model.conv1.in_channels == 3 and "random" in origin
-    model, _ = load_backbone("torchvision:resnet18", in_chans=1)
-    assert model.conv1.in_channels == 1
+    model, origin, name = load_backbone("resnet8", in_chans=3)
+    assert model.conv1.in_channels == 3 and "random" in origin and name == "resnet8"
+    model, _, name = load_backbone("torchvision:resnet18", in_chans=1)
+    assert model.conv1.in_channels == 1 and name == "torchvision:resnet18"
 
 
 def test_load_backbone_from_a_real_training_run(tmp_path, tiny_overrides, single_thread):
@@ -176,7 +177,7 @@ def test_load_backbone_from_a_real_training_run(tmp_path, tiny_overrides, single
         data__eval_batch_size=512,
     )
     train(load_config(None, overrides))
-    model, origin = load_backbone(str(run), in_chans=1)
+    model, origin, _ = load_backbone(str(run), in_chans=1)
     assert origin.endswith("best.ckpt")
     saved = load_file(str(run / "checkpoints" / "best.safetensors"))
     own = model.state_dict()
@@ -184,7 +185,7 @@ def test_load_backbone_from_a_real_training_run(tmp_path, tiny_overrides, single
     for key, value in saved.items():
         torch.testing.assert_close(own[key], value, rtol=0, atol=0)
     # The dense model really runs on those weights.
-    seg, _ = build_dense_model(
+    seg, _, _ = build_dense_model(
         "segment", "fcn", 3, str(run), in_chans=1, image_size=32, image_mean=[0.3], image_std=[0.3]
     )
     prefix = "net.backbone.features.body."
@@ -280,7 +281,7 @@ def test_detection_anchors_follow_the_strides():
 
 
 def test_build_dense_model_from_a_name():
-    model, origin = build_dense_model(
+    model, origin, backbone_name = build_dense_model(
         "segment",
         "deeplabv3",
         5,
@@ -291,8 +292,8 @@ def test_build_dense_model_from_a_name():
         image_std=[0.2] * 3,
     )
     assert model.eval()(torch.rand(1, 3, 20, 20)).shape == (1, 5, 20, 20)
-    assert "random" in origin
-    det, _ = build_dense_model(
+    assert "random" in origin and backbone_name == "resnet8"
+    det, _, _ = build_dense_model(
         "detect", "retinanet", 5, "resnet8", in_chans=1, image_size=64, image_mean=[0.5], image_std=[0.2]
     )
     assert type(det).__name__ == "RetinaNet"

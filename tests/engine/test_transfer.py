@@ -72,7 +72,7 @@ def test_backbone_weights_come_from_the_classification_run(segment_ips_run, tiny
     """Before fine-tuning, the encoder holds the run's weights: check one conv through the saved config."""
     from patchswap.dense.models import load_backbone
 
-    backbone, source = load_backbone(str(tiny_run[0]), in_chans=1)
+    backbone, source, _ = load_backbone(str(tiny_run[0]), in_chans=1)
     trained = load_file(tiny_run[0] / "checkpoints" / "best.safetensors")
     ours = backbone.state_dict()
     assert "best" in source
@@ -83,6 +83,23 @@ def test_backbone_weights_come_from_the_classification_run(segment_ips_run, tiny
 def test_evaluate_reproduces_the_test_score(segment_ips_run):
     run_dir, summary = segment_ips_run
     res = evaluate_transfer(run_dir)
+    assert res["miou"] == pytest.approx(summary["test"]["miou"], abs=1e-6)
+
+
+@needs_mnist
+def test_evaluate_needs_only_the_transfer_checkpoint(segment_ips_run, tmp_path):
+    """A transfer checkpoint names its backbone's architecture, so it evaluates after the backbone's run
+    directory is gone (here: its recorded path points nowhere)."""
+    from patchswap.engine.checkpoint import load_checkpoint
+    from patchswap.engine.transfer import BACKBONE_KEY, CONFIG_KEY
+
+    run_dir, summary = segment_ips_run
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "best.ckpt")
+    assert ckpt[BACKBONE_KEY] == "resnet8"
+    ckpt[CONFIG_KEY]["model"]["backbone"] = str(tmp_path / "gone" / "run")
+    moved = tmp_path / "moved.ckpt"
+    torch.save(ckpt, moved)
+    res = evaluate_transfer(moved)
     assert res["miou"] == pytest.approx(summary["test"]["miou"], abs=1e-6)
 
 

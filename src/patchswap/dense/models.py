@@ -14,7 +14,7 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import yaml
@@ -28,6 +28,8 @@ from patchswap.models.wide_resnet import WideResNet
 
 __all__ = [
     "DenseFeatures",
+    "DenseModel",
+    "LoadedBackbone",
     "SegmentationModel",
     "build_dense_model",
     "build_detection_model",
@@ -58,7 +60,25 @@ SUPPORTED_FAMILIES = (
 # --------------------------------------------------------------------------- loading a backbone
 
 
-def load_backbone(spec: str | Path, *, in_chans: int) -> tuple[nn.Module, str]:
+class LoadedBackbone(NamedTuple):
+    """A classifier to cut into stages, where its weights came from, and the model name that rebuilds
+    its architecture (so a finished transfer run can be reloaded without the backbone's run)."""
+
+    model: nn.Module
+    origin: str
+    name: str
+
+
+class DenseModel(NamedTuple):
+    """A segmentation or detection model, a description of its backbone's weights, and the backbone's
+    model name."""
+
+    model: nn.Module
+    origin: str
+    backbone_name: str
+
+
+def load_backbone(spec: str | Path, *, in_chans: int) -> LoadedBackbone:
     """The classifier named by ``spec`` and where its weights came from.
 
     ``spec`` is, in this order: an existing run directory (``checkpoints/`` best.ckpt, best.safetensors,
@@ -75,7 +95,7 @@ def load_backbone(spec: str | Path, *, in_chans: int) -> tuple[nn.Module, str]:
         return _load_from_path(path, in_chans)
     if _is_model_name(text):
         model = create_model(text, _PLACEHOLDER_CLASSES, in_chans=in_chans)
-        return model, f"{text} (random initialisation, in_chans={in_chans})"
+        return LoadedBackbone(model, f"{text} (random initialisation, in_chans={in_chans})", text)
     zoo = [m for m in available_models() if ":" not in m]
     raise FileNotFoundError(
         f"backbone {text!r} is neither an existing run directory or checkpoint file nor a model name "
@@ -90,7 +110,7 @@ def _is_model_name(text: str) -> bool:
     return lower in {m for m in available_models() if ":" not in m}
 
 
-def _load_from_path(path: Path, in_chans: int) -> tuple[nn.Module, str]:
+def _load_from_path(path: Path, in_chans: int) -> LoadedBackbone:
     if path.is_dir():
         ckpt_dir = path / "checkpoints"
         found = next((ckpt_dir / n for n in _RUN_CHECKPOINTS if (ckpt_dir / n).is_file()), None)
@@ -149,7 +169,9 @@ def _load_from_path(path: Path, in_chans: int) -> tuple[nn.Module, str]:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise CheckpointError(f"{path} does not fit model {name!r}: {str(err)[:500]}") from err
-    return model, f"{name} trained on {data_name} ({num_classes} classes), weights from {path}"
+    return LoadedBackbone(
+        model, f"{name} trained on {data_name} ({num_classes} classes), weights from {path}", name
+    )
 
 
 def _run_config_beside(path: Path) -> dict[str, Any] | None:
@@ -520,15 +542,15 @@ def build_dense_model(
     image_size: int,
     image_mean: Sequence[float],
     image_std: Sequence[float],
-) -> tuple[nn.Module, str]:
+) -> DenseModel:
     """A segmentation (``"segment"``) or detection (``"detect"``) model on a transferred backbone.
 
     Both take float images in [0, 1] and normalise them with ``image_mean``/``image_std`` themselves.
-    Returns the model and a description of the backbone's weights.
+    Returns the model, a description of the backbone's weights and the backbone's model name.
     """
     if task not in ("segment", "detect"):
         raise ValueError(f"unknown dense task {task!r}; choose segment or detect")
-    backbone, origin = load_backbone(backbone_spec, in_chans=in_chans)
+    backbone, origin, name = load_backbone(backbone_spec, in_chans=in_chans)
     if task == "segment":
         model = build_segmentation_model(
             arch, num_classes, backbone, image_mean=image_mean, image_std=image_std
@@ -537,4 +559,4 @@ def build_dense_model(
         model = build_detection_model(
             arch, num_classes, backbone, image_size=image_size, image_mean=image_mean, image_std=image_std
         )
-    return model, f"{task} {arch} ({num_classes} classes) on {origin}"
+    return DenseModel(model, f"{task} {arch} ({num_classes} classes) on {origin}", name)

@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 CONFIG_KEY = "patchswap_transfer_config"
+# The backbone's model name, so ``evaluate_transfer`` rebuilds the architecture without the backbone run
+# (the checkpoint holds every weight).
+BACKBONE_KEY = "patchswap_backbone_model"
 MNIST_STATS = ((0.1307,), (0.3081,))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -251,7 +254,7 @@ class _TransferRun:
         self.datasets = _datasets(cfg)
         train = self.datasets["train"]
         self.mean, self.std = _stats(cfg, train.in_chans)
-        self.model, self.backbone_source = build_dense_model(
+        self.model, self.backbone_source, self.backbone_name = build_dense_model(
             cfg.task,
             cfg.model.arch,
             len(train.classes),
@@ -276,6 +279,7 @@ class _TransferRun:
 
     def _store_config(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = self.cfg.to_dict()
+        checkpoint[BACKBONE_KEY] = self.backbone_name
 
     def trainer(self, run_dir: Path | None, *, callbacks: list | None = None, fit: bool = True) -> L.Trainer:
         return lightning_trainer(self.cfg.trainer, run_dir, callbacks=callbacks, fit=fit)
@@ -355,6 +359,8 @@ def evaluate_transfer(target: str | Path, *, split: str = "test") -> dict[str, A
     cfg = TransferConfig()
     apply_mapping(cfg, ckpt[CONFIG_KEY], str(ckpt_path))
     cfg.trainer.progress_bar = False
+    if ckpt.get(BACKBONE_KEY):  # the architecture alone: the checkpoint's weights replace the backbone's
+        cfg.model.backbone = str(ckpt[BACKBONE_KEY])
     run = _TransferRun(cfg)
     with _quiet_lightning():
         evaluator = run.trainer(None, fit=False)

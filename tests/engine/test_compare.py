@@ -153,7 +153,7 @@ def test_a_transfer_study_takes_each_seeds_backbone_and_ranks_on_miou(tmp_path):
     }
     md = write_report(study, rows)["md"].read_text()
     assert "val mIoU (%)" in md
-    assert md.index("| from-ips | 2 | 65.00 +- 7.07") < md.index("| from-ce | 1 | 50.00")
+    assert md.index("| from-ips | 2 | 65.00 +- 7.07") < md.index("| from-ce | 1 | 50.00 | 40.00 |")
 
 
 def test_a_transfer_study_with_a_bad_key_fails_early(tmp_path):

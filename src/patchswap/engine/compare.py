@@ -316,6 +316,13 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return m, sd
 
 
+def _pm(m: float, sd: float, n: int, scale: float, digits: int) -> str:
+    """``mean +- std``; a single run has no spread to show, so it is its value alone."""
+    if n < 2:
+        return f"{scale * m:.{digits}f}"
+    return f"{scale * m:.{digits}f} +- {scale * sd:.{digits}f}"
+
+
 # Columns of the evaluation-suite table (from each run's eval.json, when `patchswap eval --suite` ran).
 SUITE_COLUMNS = [
     ("eval/calibration/acc", "clean acc"),
@@ -351,8 +358,7 @@ def _suite_table(study: Study, rows: list[dict[str, Any]], ranked: list[str]) ->
             vals = [float(r[key]) for r in mine if r.get(key) is not None]
             scale, digits = (1.0, 4) if name == "NLL" else (100.0, 2)
             if vals:
-                m, sd = _mean_std(vals)
-                cells.append(f"{scale * m:.{digits}f} +- {scale * sd:.{digits}f}")
+                cells.append(_pm(*_mean_std(vals), len(vals), scale, digits))
             else:
                 cells.append("-")
         lines.append(f"| {entry} | {len(mine)} | " + " | ".join(cells) + " |")
@@ -386,14 +392,13 @@ def write_report(study: Study, rows: list[dict[str, Any]]) -> dict[str, Path]:
     def cell(name: str, column: str, scale: float = 1.0, digits: int = 2) -> str:
         if column not in stats[name]:
             return "-"
-        m, sd, _ = stats[name][column]
-        return f"{scale * m:.{digits}f} +- {scale * sd:.{digits}f}"
+        return _pm(*stats[name][column], scale, digits)
 
     lines = [
         f"# {study.path.stem if study.path.exists() else study.out.name}",
         "",
-        f"Seeds {study.seeds}; mean +- sample std over finished seeds. Ranked by validation {label} "
-        "(the test split is reported, never used to choose).",
+        f"Seeds {study.seeds}; mean +- sample std over finished seeds (one run: its value). "
+        f"Ranked by validation {label} (the test split is reported, never used to choose).",
         "",
         f"| entry | runs | val {label} (%) | test {label} (%) | test NLL | test ECE (%) | train s | images/s "
         "| images seen |",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -198,3 +199,44 @@ def test_the_cli_runs_only_the_chosen_entries_and_seeds(tmp_path, monkeypatch, c
     assert [(s.entry, s.seed) for s in ran] == [("ips-p0", 0)]
     assert cli.main(["compare", str(path), "--entries", "kd"]) == 2
     assert "no entries ['kd']" in capsys.readouterr().err
+
+
+class _FakeTrainer:
+    """Stands in for a training process: it finishes at once, writing the run's summary."""
+
+    pid = 2**22 + 12345  # beyond any pid_max: never a live process
+
+    def __init__(self, cmd, **kwargs):
+        run_dir = Path(cmd[cmd.index("--trainer.run_dir") + 1])
+        (run_dir / "summary.json").write_text(json.dumps({"val": {"acc": 0.5}, "test": {"acc": 0.5}}))
+        self.returncode = 0
+
+    def poll(self):
+        return 0
+
+
+def test_a_run_trained_by_another_process_is_skipped_and_a_stale_lock_taken_over(tmp_path, monkeypatch):
+    import os
+    import socket
+
+    from patchswap.engine import compare
+
+    path = tmp_path / "s.yaml"
+    path.write_text(STUDY)
+    study = load_study(path)
+    busy, stale, free, _ = study.runs()
+    host = socket.gethostname()
+    for spec, pid in ((busy, os.getpid()), (stale, _FakeTrainer.pid)):
+        spec.run_dir.mkdir(parents=True)
+        (spec.run_dir / compare.LOCK_NAME).write_text(f"{pid} {host}\n")
+    monkeypatch.setattr(compare.subprocess, "Popen", _FakeTrainer)
+    logs: list[str] = []
+    run_study(study, max_runs=3, log=logs.append)
+    assert [s.state for s in study.runs()] == ["new", "done", "done", "new"]
+    assert any(f"skip ce seed 0: being trained by process {os.getpid()}" in line for line in logs)
+    assert not (stale.run_dir / compare.LOCK_NAME).exists(), "a finished run releases its lock"
+    assert (busy.run_dir / compare.LOCK_NAME).exists(), "another process's lock is left alone"
+    assert compare.claim_run(free.run_dir) is None  # free again: claimed by this process
+    assert compare.claim_run(free.run_dir) == f"process {os.getpid()}"
+    (busy.run_dir / compare.LOCK_NAME).write_text("77 some-other-host\n")
+    assert "on some-other-host" in compare.claim_run(busy.run_dir)

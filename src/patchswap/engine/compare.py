@@ -19,7 +19,9 @@ seed, so a transfer entry can take the backbone trained with the same seed
 
 Each (entry, seed) trains in its own process into ``out/<entry>/s<seed>``. A run with a summary is
 finished and skipped; a run with a checkpoint is resumed; so a long study can run in several
-pieces (``--max-runs``). ``results.csv`` has one row per run; ``results.md`` the mean +- std per
+pieces (``--max-runs``). A run being trained holds ``compare.lock`` (the trainer's process id) in its
+directory, so several ``patchswap compare`` processes on one machine can work through the same study
+without training a run twice. ``results.csv`` has one row per run; ``results.md`` the mean +- std per
 entry, ranked by validation accuracy (the test column is reported, never used to choose).
 """
 
@@ -29,6 +31,7 @@ import csv
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -217,6 +220,57 @@ def _command(study: Study, spec: RunSpec) -> list[str]:
     return cmd
 
 
+LOCK_NAME = "compare.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _lock_holder(lock: Path) -> str | None:
+    """Who holds ``lock``: a description, or None when it is stale (its process on this host is gone)."""
+    try:
+        pid_text, host = lock.read_text().split()[:2]
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    if host != socket.gethostname():  # another machine sharing the folder: it cannot be checked
+        return f"process {pid} on {host} (delete {lock} if that run is dead)"
+    return f"process {pid}" if _pid_alive(pid) else None
+
+
+def _write_lock(lock: Path, pid: int) -> None:
+    tmp = lock.with_name(f".{lock.name}.{os.getpid()}")
+    tmp.write_text(f"{pid} {socket.gethostname()}\n")
+    tmp.replace(lock)
+
+
+def claim_run(run_dir: Path) -> str | None:
+    """Take a run for this process; None on success, else who is training it now. A stale lock (its
+    process ended without removing it, e.g. killed) is taken over."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / LOCK_NAME
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = _lock_holder(lock)
+            if holder is not None:
+                return holder
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        return None
+    return "another process (the lock changed hands while claiming it)"
+
+
 def run_study(
     study: Study, *, jobs: int = 1, max_runs: int | None = None, log=print, progress_bar: bool = False
 ) -> list[RunSpec]:
@@ -236,14 +290,22 @@ def run_study(
             spec = queue.pop(0)
             if spec.state == "done":  # finished meanwhile (another process, or copied in)
                 continue
+            holder = claim_run(spec.run_dir)
+            if holder is not None:
+                log(f"  skip {spec.entry} seed {spec.seed}: being trained by {holder}")
+                continue
+            if spec.state == "done":  # finished between the check and the claim
+                (spec.run_dir / LOCK_NAME).unlink(missing_ok=True)
+                continue
             action = "resume" if spec.state == "partial" else "train"
-            spec.run_dir.mkdir(parents=True, exist_ok=True)
             logf = (spec.run_dir / "compare.log").open("a")
             cmd = _command(study, spec)
             if not progress_bar:
                 cmd += ["--trainer.progress_bar", "false"]
             log(f"  {action} {spec.entry} seed {spec.seed} -> {spec.run_dir}")
             proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT)
+            # The trainer holds the lock: it stays valid if this process is killed and the run goes on.
+            _write_lock(spec.run_dir / LOCK_NAME, proc.pid)
             running.append((spec, proc, time.perf_counter(), logf))
         time.sleep(0.2)
         for item in list(running):
@@ -252,6 +314,7 @@ def run_study(
                 continue
             running.remove(item)
             logf.close()
+            (spec.run_dir / LOCK_NAME).unlink(missing_ok=True)
             secs = time.perf_counter() - t0
             if proc.returncode == 0:
                 log(f"  done {spec.entry} seed {spec.seed} in {secs:.0f} s")

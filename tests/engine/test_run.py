@@ -220,3 +220,49 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(
     assert summary["epochs_run"] == tiny_sizes["epochs"]
     assert summary["test"] == reference["test"] and summary["best_epoch"] == reference["best_epoch"]
     assert not list(run_dir.rglob("*.tmp"))
+
+
+def test_a_run_validating_every_second_epoch_resumes_from_the_last_epoch_end(
+    tiny_overrides, tiny_argv, tiny_sizes, subprocess_env, tmp_path
+):
+    """last.ckpt is written at every epoch end, not only on validation epochs: a kill in the fourth epoch
+    (after the third, not validated) resumes from the third's end, and the result is the uninterrupted one. A
+    checkpoint written at validation (best.ckpt; last.ckpt of older runs) resumes at that epoch's end
+    without losing or faking its metrics row."""
+    every2 = {"trainer__epochs": "4", "trainer__val_every_n_epochs": "2"}
+    reference_dir = tmp_path / "reference"
+    train(load_config(None, tiny_overrides(reference_dir, **every2)))
+    run_dir = tmp_path / "killed"
+    steps = tiny_sizes["train"] // tiny_sizes["batch"]
+    cmd = [sys.executable, "-m", "patchswap.cli", "train"]
+    killed = subprocess.run(
+        [*cmd, *tiny_argv(run_dir, **every2)],
+        env={**subprocess_env, "PATCHSWAP_FAULT_AT_STEP": str(3 * steps + steps // 2)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert (ckpt["epoch"], ckpt["global_step"]) == (2, 3 * steps)  # third epoch done, not validated
+    assert [r["epoch"] for r in _rows(run_dir)] == ["0", "1", "2"]
+
+    # An old-style resume point too: the copy of the run restarts from its validation-time checkpoint.
+    val_time = tmp_path / "from-best"
+    shutil.copytree(run_dir, val_time)
+    shutil.copy(val_time / "checkpoints" / "best.ckpt", val_time / "checkpoints" / "last.ckpt")
+    for resumed_dir in (run_dir, val_time):
+        resumed = subprocess.run(
+            [*cmd, "--resume", str(resumed_dir)],
+            env=subprocess_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        _assert_same_tensors(_weights(reference_dir), _weights(resumed_dir))
+        rows, ref_rows = _rows(resumed_dir), _rows(reference_dir)
+        assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]
+        for key in ("step", "train/loss", "train/acc", "lr", "val/acc"):
+            assert [r[key] for r in rows] == [r[key] for r in ref_rows], (resumed_dir.name, key)
+        assert all(float(r["train/images_per_s"]) > 0 for r in rows), "no empty row for a replayed epoch end"

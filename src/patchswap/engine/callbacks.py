@@ -61,14 +61,18 @@ class EpochMetricsCSV(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Not on_fit_start: Lightning restores the loop state (current_epoch) of a resumed run only
         # after on_fit_start, so there every resumed run would look like epoch 0 and lose its rows.
+        # The row of the current epoch stays: a checkpoint written at validation (best.ckpt, or
+        # last.ckpt of runs made before last.ckpt was saved at every epoch end) resumes with that
+        # epoch's batches done, and its row is the only record of them. A repeated epoch replaces it.
         if trainer.is_global_zero:
-            rows = [r for r in self._read() if int(r["epoch"]) < trainer.current_epoch]
+            rows = [r for r in self._read() if int(r["epoch"]) <= trainer.current_epoch]
             if rows or self.path.exists():
                 self._write(rows)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs before the module's own epoch-end hook, so throughput is measured and logged here.
         throughput = getattr(pl_module, "epoch_throughput", None)
+        images = None
         if throughput is not None:
             images, seconds = throughput()
             world = max(1, trainer.world_size)
@@ -76,6 +80,9 @@ class EpochMetricsCSV(L.Callback):
             pl_module.log("train/epoch_seconds", seconds, sync_dist=True)
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
+        earlier = [r for r in self._read() if int(r["epoch"]) != trainer.current_epoch]
+        if images == 0 and len(earlier) < len(self._read()):
+            return  # resumed at this epoch's end: its batches ran (and were logged) before the restart
         row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         for key, value in trainer.callback_metrics.items():
             if key.endswith("_step") or key in ("img/s", "loss"):
@@ -83,7 +90,7 @@ class EpochMetricsCSV(L.Callback):
             if key.startswith("val/") and self._validated_epoch != trainer.current_epoch:
                 continue  # no validation this epoch (val_every_n_epochs): don't repeat stale values
             row[key.removesuffix("_epoch")] = round(_scalar(value), 6)
-        self._write(self._read() + [row])
+        self._write(earlier + [row])
 
 
 class FaultInjection(L.Callback):

@@ -160,18 +160,30 @@ def lightning_trainer(
 def run_callbacks(
     run_dir: Path, monitor: str | None, early_stopping_patience: int = 0
 ) -> tuple[ModelCheckpoint, list[Any]]:
-    """Best/last checkpoints (selected on ``monitor``), metrics.csv, early stopping, fault injection."""
+    """Best/last checkpoints (selected on ``monitor``), metrics.csv, early stopping, fault injection.
+
+    ``best.ckpt`` is written when validation improves; ``last.ckpt`` at the end of every training
+    epoch by a checkpoint of its own, because Lightning's ``save_last`` only saves on validation
+    epochs when validation runs every n > 1 epochs, and a killed run would lose up to n - 1 epochs.
+    """
     checkpoint = ModelCheckpoint(
         dirpath=str(run_dir / "checkpoints"),
         filename="best",
         monitor=monitor,
         mode="max",
-        save_last=True,
         save_top_k=1,
         enable_version_counter=False,
         auto_insert_metric_name=False,
     )
-    callbacks: list[Any] = [checkpoint, EpochMetricsCSV(run_dir / "metrics.csv")]
+    last = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    callbacks: list[Any] = [checkpoint, last, EpochMetricsCSV(run_dir / "metrics.csv")]
     if early_stopping_patience and monitor:
         callbacks.append(EarlyStopping(monitor, mode="max", patience=early_stopping_patience))
     if os.environ.get(FAULT_ENV):

@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-runs", type=int, default=None, help="train at most this many runs now (resumable pieces)"
     )
     cmp.add_argument("--report-only", action="store_true", help="only tabulate the finished runs")
+    cmp.add_argument(
+        "--reference", help="entry the others are compared with seed by seed (overrides the study's)"
+    )
 
     transfer = sub.add_parser(
         "transfer",
@@ -459,6 +462,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         to_run = study
     else:
         raise SystemExit("give a study file or --methods (see patchswap compare --help)")
+    if args.reference:
+        if args.reference not in study.entries:
+            raise SystemExit(f"--reference {args.reference!r} is not an entry: {', '.join(study.entries)}")
+        study.reference = args.reference
     if not args.report_only:
         run_study(to_run, jobs=args.jobs, max_runs=args.max_runs)
     rows = collect(study)

@@ -240,3 +240,33 @@ def test_a_run_trained_by_another_process_is_skipped_and_a_stale_lock_taken_over
     assert compare.claim_run(free.run_dir) == f"process {os.getpid()}"
     (busy.run_dir / compare.LOCK_NAME).write_text("77 some-other-host\n")
     assert "on some-other-host" in compare.claim_run(busy.run_dir)
+
+
+def test_the_report_pairs_each_entry_with_the_reference_seed_by_seed(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("seeds: [0, 1, 2, 3]\nreference: ce\nentries: {ce: {method: ce}, ips: {method: ips}}\n")
+    study = load_study(path)
+    assert study.reference == "ce"
+    val = {("ce", 0): 0.60, ("ce", 1): 0.62, ("ce", 2): 0.64, ("ips", 0): 0.61, ("ips", 1): 0.64}
+    val.update({("ips", 2): 0.65, ("ips", 3): 0.99})  # seed 3 has no ce run: it cannot be paired
+    for (entry, seed), acc in val.items():
+        run_dir = study.out / entry / f"s{seed}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "summary.json").write_text(json.dumps({"val": {"acc": acc}, "test": {"acc": 0.5}}))
+    md = write_report(study, collect(study))["md"].read_text()
+    # diffs 1, 2, 1 points: mean 1.33, std 0.58, t(2) = 4.303 -> half-width 1.43
+    assert "| ips | 3 | 1.33 +- 0.58 | [-0.10, +2.77] | 3/3 | 0.00 +- 0.00 | [+0.00, +0.00] | 0/3 |" in md
+    path.write_text("reference: kd\nentries: {ce: {method: ce}}\n")
+    with pytest.raises(ConfigError, match="reference 'kd' is not an entry"):
+        load_study(path)
+
+
+def test_the_cli_sets_the_reference(tmp_path, capsys):
+    from patchswap import cli
+
+    path = tmp_path / "s.yaml"
+    path.write_text(STUDY)
+    assert cli.main(["compare", str(path), "--report-only", "--reference", "ce"]) == 0
+    assert "Paired with `ce`" in (tmp_path / "runs" / "results.md").read_text()
+    with pytest.raises(SystemExit, match="not an entry"):
+        cli.main(["compare", str(path), "--report-only", "--reference", "kd"])

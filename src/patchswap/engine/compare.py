@@ -15,7 +15,8 @@ A study is a YAML file::
 ``command: transfer`` makes every run a ``patchswap transfer`` (segmentation or detection) instead of
 a ``patchswap train``; its score is then mIoU or mAP. ``{seed}`` in a value is replaced by the run's
 seed, so a transfer entry can take the backbone trained with the same seed
-(``model.backbone: runs/backbones/ips/s{seed}``).
+(``model.backbone: runs/backbones/ips/s{seed}``). ``reference: ENTRY`` adds a table of every other
+entry's per-seed difference to that one (e.g. ce at equal compute).
 
 Each (entry, seed) trains in its own process into ``out/<entry>/s<seed>``. A run with a summary is
 finished and skipped; a run with a checkpoint is resumed; so a long study can run in several
@@ -86,6 +87,7 @@ class Study:
     out: Path
     entries: dict[str, dict[str, str]]
     command: str = "train"
+    reference: str | None = None  # an entry the others are compared with seed by seed
 
     def load_run_config(self, overrides: dict[str, str]) -> Any:
         """The validated config of one run (training or transfer)."""
@@ -156,11 +158,10 @@ def load_study(path: str | Path) -> Study:
     if not path.is_file():
         raise ConfigError(f"study file {path} does not exist")
     data = yaml.safe_load(path.read_text()) or {}
-    unknown = set(data) - {"base", "set", "seeds", "out", "entries", "command"}
+    valid = ("base", "set", "seeds", "out", "entries", "command", "reference")
+    unknown = set(data) - set(valid)
     if unknown:
-        raise ConfigError(
-            f"{path}: unknown study keys {sorted(unknown)}; valid: base, set, seeds, out, entries, command"
-        )
+        raise ConfigError(f"{path}: unknown study keys {sorted(unknown)}; valid: {', '.join(valid)}")
     command = data.get("command", "train")
     if command not in ("train", "transfer"):
         raise ConfigError(f"{path}: command must be train or transfer, got {command!r}")
@@ -181,7 +182,12 @@ def load_study(path: str | Path) -> Study:
         out=here / data.get("out", f"runs/{path.stem}"),
         entries={str(k): _flat(v, f"entries.{k}") for k, v in entries.items()},
         command=command,
+        reference=None if data.get("reference") is None else str(data["reference"]),
     )
+    if study.reference is not None and study.reference not in study.entries:
+        raise ConfigError(
+            f"{path}: reference {study.reference!r} is not an entry; entries: {sorted(study.entries)}"
+        )
     for spec in study.runs():
         try:
             study.load_run_config(spec.overrides)
@@ -428,6 +434,61 @@ def _suite_table(study: Study, rows: list[dict[str, Any]], ranked: list[str]) ->
     return lines
 
 
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (then the normal's 1.96).
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042)  # fmt: skip
+
+
+def paired_differences(rows: list[dict[str, Any]], entry: str, reference: str, column: str) -> list[float]:
+    """``entry - reference`` in ``column``, seed by seed, over the seeds both have finished.
+
+    Runs of one seed share the initial weights, the data order and the splits, so the per-seed
+    difference cancels much of the seed-to-seed spread that the unpaired mean +- std carries.
+    """
+    ref = {r["seed"]: r.get(column) for r in rows if r["entry"] == reference}
+    return [
+        float(r[column]) - float(ref[r["seed"]])
+        for r in sorted(rows, key=lambda r: r["seed"])
+        if r["entry"] == entry and r.get(column) is not None and ref.get(r["seed"]) is not None
+    ]
+
+
+def _paired_table(study: Study, rows: list[dict[str, Any]], ranked: list[str], label: str) -> list[str]:
+    reference = study.reference
+    if reference is None:
+        return []
+    lines = [
+        "",
+        f"Paired with `{reference}` (same seed: same initial weights, data order and splits): the per-seed "
+        f"difference in {label} points, mean +- std, its 95% confidence interval (Student's t), and in how "
+        "many seeds the entry is ahead.",
+        "",
+        "| entry | seeds | val diff | val 95% CI | ahead on val | test diff | test 95% CI | ahead on test |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in ranked:
+        if entry == reference:
+            continue
+        cells, n = [], 0
+        for column in ("val_acc", "test_acc"):
+            diffs = [100 * d for d in paired_differences(rows, entry, reference, column)]
+            n = max(n, len(diffs))
+            if not diffs:
+                cells += ["-", "-", "-"]
+                continue
+            m, sd = _mean_std(diffs)
+            ci = "-"
+            if len(diffs) > 1:
+                dof = len(diffs) - 1
+                half = (_T95[dof - 1] if dof <= len(_T95) else 1.96) * sd / math.sqrt(len(diffs))
+                ci = f"[{m - half:+.2f}, {m + half:+.2f}]"
+            cells += [_pm(m, sd, len(diffs), 1.0, 2), ci, f"{sum(d > 0 for d in diffs)}/{len(diffs)}"]
+        if n:
+            lines.append(f"| {entry} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_report(study: Study, rows: list[dict[str, Any]]) -> dict[str, Path]:
     """results.csv, results.md (mean +- std per entry, ranked by val accuracy) and results.png."""
     out = study.out
@@ -475,6 +536,7 @@ def write_report(study: Study, rows: list[dict[str, Any]]) -> dict[str, Path]:
             f"| {cell(name, 'train_seconds', 1, 1)} "
             f"| {cell(name, 'images_per_s', 1, 0)} | {cell(name, 'images_seen', 1, 0)} |"
         )
+    lines += _paired_table(study, rows, ranked, label)
     lines += _suite_table(study, rows, ranked)
     lines += ["", "Overrides per entry:", ""]
     lines += [f"- `{name}`: `{study.entries[name]}`" for name in study.entries]

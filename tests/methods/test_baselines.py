@@ -251,6 +251,25 @@ def test_kd_errors_clearly_on_a_missing_teacher_or_another_class_count(teacher_r
         create_method("kd", teacher=str(plain), num_classes=10).teacher_model()
 
 
+def test_a_kd_run_with_a_mismatched_teacher_fails_before_training(teacher_run, tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from patchswap.engine.module import ClassifierModule
+
+    def no_step(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(ClassifierModule, "training_step", no_step)
+    run_dir = tmp_path / "r"
+    argv = ["train", "--method", "kd", "--kd.teacher", str(teacher_run), *BASE, "--run-dir", str(run_dir)]
+    argv += ["--data.name", "npz:" + str(tmp_path / "five.npz")]
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "five.npz", x=rng.integers(0, 255, (400, 8, 8), dtype=np.uint8), y=np.arange(400) % 5)
+    assert main(argv) == 2
+    assert "predicts 10 classes but the student 5" in capsys.readouterr().err
+    assert not (run_dir / "checkpoints").exists()
+
+
 # -- end to end --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("method", "extra"),

@@ -269,6 +269,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     ckpt_dir = run_dir / "checkpoints"
     last = prepare_run_dir(run_dir, cfg, resume=resume, command="train")
     run = _Run(cfg)
+    run.method.prepare_training()
     has_val = run.bundle.val is not None
     checkpoint, callbacks = run_callbacks(
         run_dir, "val/acc" if has_val else None, cfg.trainer.early_stopping_patience

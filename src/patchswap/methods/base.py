@@ -77,6 +77,10 @@ class Method(nn.Module):
         """Keyword arguments for ``ClassPairBatchSampler`` (pair methods only)."""
         return {}
 
+    def prepare_training(self) -> None:
+        """Called by the engine once before training: load and check what training needs (e.g. a KD
+        teacher), so a bad option fails before the first epoch, not at its first step. No-op by default."""
+
     def on_epoch_end(self, epoch: int) -> None:
         """Called by the engine after each training epoch (e.g. to merge per-rank state); no-op by default."""
 

@@ -113,8 +113,8 @@ class KnowledgeDistillation(Method):
     """``(1 - alpha) * CE(z_s, y) + alpha * T^2 * KL(softmax(z_t / T) || softmax(z_s / T))``.
 
     The teacher is any patchswap run (``teacher``: its run directory or a ``.ckpt``), rebuilt with
-    the architecture named in its saved config. It is loaded on the first step (so evaluating a
-    student never needs it), kept frozen in eval mode, moved to the batch's device, and is not a
+    the architecture named in its saved config. It is loaded before training (``prepare_training``;
+    evaluating a student never needs it), kept frozen in eval mode, moved to the batch's device, and is not a
     submodule: it is neither trained nor saved in the student's checkpoint.
     """
 
@@ -136,6 +136,9 @@ class KnowledgeDistillation(Method):
         if not 0.0 <= o.alpha <= 1.0:
             raise ValueError(f"kd alpha must be in [0, 1], got {o.alpha!r}")
         self.__dict__["_teacher"] = None  # bypasses nn.Module registration: not a submodule
+
+    def prepare_training(self) -> None:
+        self.teacher_model()  # a missing or mismatched teacher fails here, before the first epoch
 
     def teacher_model(self, device: torch.device | str | None = None) -> nn.Module:
         """The frozen teacher (loaded on first use), on ``device`` when given."""

@@ -266,3 +266,17 @@ def test_a_run_validating_every_second_epoch_resumes_from_the_last_epoch_end(
         for key in ("step", "train/loss", "train/acc", "lr", "val/acc"):
             assert [r[key] for r in rows] == [r[key] for r in ref_rows], (resumed_dir.name, key)
         assert all(float(r["train/images_per_s"]) > 0 for r in rows), "no empty row for a replayed epoch end"
+
+
+def test_one_seed_starts_every_method_from_the_same_weights(tiny_overrides, tmp_path):
+    """What makes a per-seed (paired) comparison of methods meaningful in compare's report."""
+    from patchswap.engine.run import _Run
+
+    states = {}
+    for method in ("ce", "ips", "cskd", "label_smoothing"):
+        run = _Run(load_config(None, tiny_overrides(tmp_path / method, method=method, trainer__seed="3")))
+        states[method] = run.model.state_dict()
+    for state in states.values():
+        _assert_same_tensors(states["ce"], state)
+    other = _Run(load_config(None, tiny_overrides(tmp_path / "s4", trainer__seed="4"))).model.state_dict()
+    assert not torch.equal(other["conv1.weight"], states["ce"]["conv1.weight"])

@@ -140,8 +140,8 @@ _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 def paired_differences(rows: list[dict[str, Any]], entry: str, reference: str, column: str) -> list[float]:
     """``entry - reference`` in ``column``, seed by seed, over the seeds both have finished.
 
-    Runs of one seed share the initial weights, the data order and the splits, so the per-seed
-    difference cancels much of the seed-to-seed spread that the unpaired mean +- std carries.
+    Runs of one seed share the initial weights (of the same model) and the splits, so the per-seed
+    difference cancels part of the seed-to-seed spread that the unpaired mean +- std carries.
     """
     ref = {r["seed"]: r.get(column) for r in rows if r["entry"] == reference}
     return [
@@ -157,9 +157,9 @@ def _paired_table(study: Study, rows: list[dict[str, Any]], ranked: list[str], l
         return []
     lines = [
         "",
-        f"Paired with `{reference}` (same seed: same initial weights, data order and splits): the per-seed "
-        f"difference in {label} points, mean +- std, its 95% confidence interval (Student's t), and in how "
-        "many seeds the entry is ahead.",
+        f"Paired with `{reference}` by seed (runs of one seed start from the same weights of the same "
+        f"model, whatever the method, and share the splits): the per-seed difference in {label} points, "
+        "mean +- std, its 95% confidence interval (Student's t), and in how many seeds the entry is ahead.",
         "",
         "| entry | seeds | val diff | val 95% CI | ahead on val | test diff | test 95% CI | ahead on test |",
         "|---|---|---|---|---|---|---|---|",

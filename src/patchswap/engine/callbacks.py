@@ -80,8 +80,9 @@ class EpochMetricsCSV(L.Callback):
             pl_module.log("train/epoch_seconds", seconds, sync_dist=True)
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
-        earlier = [r for r in self._read() if int(r["epoch"]) != trainer.current_epoch]
-        if images == 0 and len(earlier) < len(self._read()):
+        rows = self._read()
+        earlier = [r for r in rows if int(r["epoch"]) != trainer.current_epoch]
+        if images == 0 and len(earlier) < len(rows):
             return  # resumed at this epoch's end: its batches ran (and were logged) before the restart
         row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         for key, value in trainer.callback_metrics.items():
@@ -107,9 +108,8 @@ class FaultInjection(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def training_time(metrics_csv: str | Path) -> tuple[float, float]:
-    """Seconds spent training and images trained on, summed over the epochs of a metrics.csv."""
-    rows = read_metrics(metrics_csv)
+def training_time(rows: list[dict[str, str]]) -> tuple[float, float]:
+    """Seconds spent training and images trained on, summed over the rows of a metrics.csv."""
     seconds = sum(float(r.get("train/epoch_seconds") or 0) for r in rows)
     images = sum(
         float(r.get("train/images_per_s") or 0) * float(r.get("train/epoch_seconds") or 0) for r in rows

@@ -301,7 +301,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
 
     best_epoch = int(load_checkpoint(best)["epoch"]) if best.exists() else None
     rows = read_metrics(run_dir / "metrics.csv")
-    fit_seconds, images = training_time(run_dir / "metrics.csv")
+    fit_seconds, images = training_time(rows)
     summary = {
         "run_dir": str(run_dir),
         "data": run.bundle.describe(),

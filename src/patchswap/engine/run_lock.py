@@ -47,12 +47,16 @@ def _lock_holder(lock: Path) -> str | None:
     return f"process {pid}" if _pid_alive(pid) else None
 
 
+def _lock_text(pid: int) -> str:
+    return f"{pid} {socket.gethostname()}\n"
+
+
 def hand_over(run_dir: Path, pid: int) -> None:
     """Make ``pid`` (the trainer) the holder of ``run_dir``'s lock: it stays valid while the run goes on,
     even if the process that claimed it is killed."""
     lock = run_dir / LOCK_NAME
     tmp = lock.with_name(f".{lock.name}.{os.getpid()}")
-    tmp.write_text(f"{pid} {socket.gethostname()}\n")
+    tmp.write_text(_lock_text(pid))
     tmp.replace(lock)
 
 
@@ -71,7 +75,7 @@ def claim_run(run_dir: Path) -> str | None:
             lock.unlink(missing_ok=True)
             continue
         with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()} {socket.gethostname()}\n")
+            f.write(_lock_text(os.getpid()))
         return None
     return "another process (the lock changed hands while claiming it)"
 

@@ -303,7 +303,7 @@ def train_transfer(cfg: TransferConfig, *, resume: bool = False) -> dict[str, An
         save_weights(run.model, run_dir / "checkpoints" / "best.safetensors")
         evaluator.test(run.module, datamodule=run.datamodule, ckpt_path=str(best), verbose=False)
     rows = read_metrics(run_dir / "metrics.csv")
-    seconds, images = training_time(run_dir / "metrics.csv")
+    seconds, images = training_time(rows)
     summary = {
         "run_dir": str(run_dir),
         "task": cfg.task,

@@ -443,7 +443,7 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from patchswap.engine.compare import load_study, quick_study, restrict, run_study
+    from patchswap.engine.compare import load_study, quick_study, restrict, run_study, with_reference
     from patchswap.engine.study_report import collect, write_report
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
@@ -457,9 +457,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     else:
         raise SystemExit("give a study file or --methods (see patchswap compare --help)")
     if args.reference:
-        if args.reference not in study.entries:
-            raise SystemExit(f"--reference {args.reference!r} is not an entry: {', '.join(study.entries)}")
-        study.reference = args.reference
+        study = with_reference(study, args.reference)
     if not args.report_only:
         run_study(to_run, jobs=args.jobs, max_runs=args.max_runs)
     rows = collect(study)

@@ -195,5 +195,9 @@ def test_the_cli_sets_the_reference(tmp_path, capsys):
     path.write_text(STUDY)
     assert cli.main(["compare", str(path), "--report-only", "--reference", "ce"]) == 0
     assert "Paired with `ce`" in (tmp_path / "runs" / "results.md").read_text()
-    with pytest.raises(SystemExit, match="not an entry"):
-        cli.main(["compare", str(path), "--report-only", "--reference", "kd"])
+    capsys.readouterr()
+    assert cli.main(["compare", str(path), "--report-only", "--reference", "kd"]) == 2
+    assert "reference 'kd' is not an entry" in capsys.readouterr().err
+    path.write_text(STUDY + "reference: kd\n")
+    with pytest.raises(ConfigError, match="reference 'kd' is not an entry"):
+        load_study(path)

@@ -163,18 +163,24 @@ def load_study(path: str | Path) -> Study:
         out=here / data.get("out", f"runs/{path.stem}"),
         entries={str(k): _flat(v, f"entries.{k}") for k, v in entries.items()},
         command=command,
-        reference=None if data.get("reference") is None else str(data["reference"]),
     )
-    if study.reference is not None and study.reference not in study.entries:
-        raise ConfigError(
-            f"{path}: reference {study.reference!r} is not an entry; entries: {sorted(study.entries)}"
-        )
+    if data.get("reference") is not None:
+        study = with_reference(study, str(data["reference"]))
     for spec in study.runs():
         try:
             study.load_run_config(spec.overrides)
         except ValueError as e:  # ConfigError, or an unknown method/model name
             raise ConfigError(f"{path}: entry {spec.entry!r}: {e}") from e
     return study
+
+
+def with_reference(study: Study, reference: str) -> Study:
+    """The study with ``reference`` as the entry every other entry is paired with, seed by seed."""
+    if reference not in study.entries:
+        raise ConfigError(
+            f"{study.path}: reference {reference!r} is not an entry; entries: {sorted(study.entries)}"
+        )
+    return replace(study, reference=reference)
 
 
 def restrict(study: Study, entries: list[str] | None = None, seeds: list[int] | None = None) -> Study:

@@ -36,7 +36,7 @@ def test_there_are_gpu_studies():
 
 @pytest.mark.parametrize("path", GPU_STUDIES, ids=lambda p: p.name)
 def test_gpu_study_loads_with_every_method_for_every_architecture(path):
-    from patchswap.engine.compare import load_study
+    from patchswap.study.compare import load_study
 
     study = load_study(path)  # loads and validates the config of every run
     assert study.seeds == [0, 1, 2]

@@ -443,8 +443,8 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from patchswap.engine.compare import load_study, quick_study, restrict, run_study, with_reference
-    from patchswap.engine.study_report import collect, write_report
+    from patchswap.study.compare import load_study, quick_study, restrict, run_study, with_reference
+    from patchswap.study.report import collect, write_report
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
     if args.study:

@@ -14,8 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from patchswap.engine.compare import Study
 from patchswap.evaluation.plots import pyplot, save_figure
+from patchswap.study.compare import Study
 
 __all__ = ["METRICS", "collect", "paired_differences", "write_report"]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from patchswap.engine.compare import load_study, restrict, run_study
 from patchswap.engine.config import ConfigError
-from patchswap.engine.run_lock import LOCK_NAME, claim_run
-from patchswap.engine.study_report import collect, write_report
+from patchswap.study.compare import load_study, restrict, run_study
+from patchswap.study.locks import LOCK_NAME, claim_run
+from patchswap.study.report import collect, write_report
 
 STUDY = """
 set:
@@ -86,10 +86,11 @@ def test_a_partial_run_is_resumed_not_restarted(tmp_path):
     spec = study.runs()[0]
     (spec.run_dir / "checkpoints").mkdir(parents=True)
     (spec.run_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    from patchswap.engine.compare import _command
+    from patchswap.study.compare import job
 
     assert spec.state == "partial"
-    assert _command(study, spec)[-2:] == ["--resume", str(spec.run_dir)]
+    resumed = job(study, spec)
+    assert (resumed.command, resumed.resume, resumed.configs) == ("train", str(spec.run_dir), [])
 
 
 def test_a_study_can_be_run_entry_by_entry_in_a_chosen_order(tmp_path):
@@ -141,7 +142,7 @@ def test_the_cli_runs_only_the_chosen_entries_and_seeds(tmp_path, monkeypatch, c
     path.write_text(STUDY)
     ran = []
     monkeypatch.setattr(
-        "patchswap.engine.compare.run_study", lambda study, **kw: ran.extend(study.runs()) or []
+        "patchswap.study.compare.run_study", lambda study, **kw: ran.extend(study.runs()) or []
     )
     assert cli.main(["compare", str(path), "--entries", "ips-p0", "--seeds", "0"]) == 0
     assert [(s.entry, s.seed) for s in ran] == [("ips-p0", 0)]
@@ -155,7 +156,10 @@ class _FakeTrainer:
     pid = 2**22 + 12345  # beyond any pid_max: never a live process
 
     def __init__(self, cmd, **kwargs):
-        run_dir = Path(cmd[cmd.index("--trainer.run_dir") + 1])
+        from patchswap.study.worker import Job
+
+        assert cmd[1:3] == ["-m", "patchswap.study.worker"]
+        run_dir = Path(Job.from_json(cmd[3]).overrides["trainer.run_dir"])
         (run_dir / "summary.json").write_text(json.dumps({"val": {"acc": 0.5}, "test": {"acc": 0.5}}))
         self.returncode = 0
 
@@ -167,7 +171,7 @@ def test_a_run_trained_by_another_process_is_skipped_and_a_stale_lock_taken_over
     import os
     import socket
 
-    from patchswap.engine import compare
+    from patchswap.study import compare
 
     path = tmp_path / "s.yaml"
     path.write_text(STUDY)

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from patchswap.engine.run_lock import LOCK_NAME, claim_run, hand_over, release
+from patchswap.study.locks import LOCK_NAME, claim_run, hand_over, release
 
 
 def test_a_lock_follows_the_trainer_and_is_stale_once_it_exits(tmp_path):

@@ -20,9 +20,11 @@ entry's per-seed difference to that one (e.g. ce at equal compute).
 
 Each (entry, seed) trains in its own process into ``out/<entry>/s<seed>``. A run with a summary is
 finished and skipped; a run with a checkpoint is resumed; so a long study can run in several
-pieces (``--max-runs``). A run being trained holds ``compare.lock`` (the trainer's process id) in its
-directory, so several ``patchswap compare`` processes on one machine can work through the same study
-without training a run twice (``run_lock``). The tables are written by ``study_report``.
+pieces (``--max-runs``). The process runs :mod:`patchswap.study.worker`, which calls the engine's
+Python API (no command-line flags are spelled here). A run being trained holds ``compare.lock`` (the
+trainer's process id) in its directory, so several ``patchswap compare`` processes on one machine can
+work through the same study without training a run twice (:mod:`patchswap.study.locks`). The tables
+are written by :mod:`patchswap.study.report`.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ from typing import Any
 import yaml
 
 from patchswap.engine.config import ConfigError, load_config
-from patchswap.engine.run_lock import claim_run, hand_over, release
+from patchswap.study.locks import claim_run, hand_over, release
+from patchswap.study.worker import Job
 
-__all__ = ["RunSpec", "Study", "load_study", "quick_study", "restrict", "run_study"]
+__all__ = ["RunSpec", "Study", "load_study", "quick_study", "restrict", "job", "run_study"]
 
 
 @dataclass
@@ -73,7 +76,7 @@ class Study:
     def load_run_config(self, overrides: dict[str, str]) -> Any:
         """The validated config of one run (training or transfer)."""
         if self.command == "transfer":
-            from patchswap.engine.transfer import load_transfer_config
+            from patchswap.engine import load_transfer_config
 
             return load_transfer_config(self.base, overrides)
         return load_config(self.base, overrides)
@@ -201,16 +204,12 @@ def restrict(study: Study, entries: list[str] | None = None, seeds: list[int] | 
     return study
 
 
-def _command(study: Study, spec: RunSpec) -> list[str]:
-    cmd = [sys.executable, "-m", "patchswap.cli", study.command]
+def job(study: Study, spec: RunSpec, *, progress_bar: bool = False) -> Job:
+    """The worker's job for one run: resume a partial run, else train it from the study's config."""
+    quiet = {} if progress_bar else {"trainer.progress_bar": "false"}
     if spec.state == "partial":
-        cmd += ["--resume", str(spec.run_dir)]
-        return cmd
-    for cfg in study.base:
-        cmd += ["--config", str(cfg)]
-    for key, value in spec.overrides.items():
-        cmd += ["--method.name" if key == "method" else f"--{key}", value]
-    return cmd
+        return Job(study.command, resume=str(spec.run_dir), overrides=quiet)
+    return Job(study.command, configs=[str(c) for c in study.base], overrides={**spec.overrides, **quiet})
 
 
 def run_study(
@@ -241,9 +240,8 @@ def run_study(
                 continue
             action = "resume" if spec.state == "partial" else "train"
             logf = (spec.run_dir / "compare.log").open("a")
-            cmd = _command(study, spec)
-            if not progress_bar:
-                cmd += ["--trainer.progress_bar", "false"]
+            spec_json = job(study, spec, progress_bar=progress_bar).to_json()
+            cmd = [sys.executable, "-m", "patchswap.study.worker", spec_json]
             log(f"  {action} {spec.entry} seed {spec.seed} -> {spec.run_dir}")
             proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT)
             # The trainer holds the lock: it stays valid if this process is killed and the run goes on.

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from patchswap.engine.compare import load_study
 from patchswap.engine.config import ConfigError
-from patchswap.engine.study_report import collect, write_report
+from patchswap.study.compare import load_study
+from patchswap.study.report import collect, write_report
 
 
 def test_a_transfer_study_takes_each_seeds_backbone_and_ranks_on_miou(tmp_path):
-    from patchswap.engine.compare import _command
+    from patchswap.study.compare import job
 
     path = tmp_path / "transfer.yaml"
     path.write_text(
@@ -25,10 +25,10 @@ def test_a_transfer_study_takes_each_seeds_backbone_and_ranks_on_miou(tmp_path):
     study = load_study(path)
     specs = {(s.entry, s.seed): s for s in study.runs()}
     assert specs[("from-ips", 1)].overrides["model.backbone"] == "backbones/ips/s1"
-    cmd = _command(study, specs[("from-ce", 0)])
-    assert cmd[2:4] == ["patchswap.cli", "transfer"]
-    assert cmd[cmd.index("--model.backbone") + 1] == "backbones/ce/s0"
-    assert cmd[cmd.index("--task") + 1] == "segment"
+    first = job(study, specs[("from-ce", 0)])
+    assert (first.command, first.resume) == ("transfer", None)
+    assert first.overrides["model.backbone"] == "backbones/ce/s0"
+    assert first.overrides["task"] == "segment"
     # Finished runs are scored on mIoU: fake two summaries and check the ranking and the table.
     for (entry, seed), miou in {("from-ce", 0): 0.5, ("from-ips", 0): 0.6, ("from-ips", 1): 0.7}.items():
         run_dir = specs[(entry, seed)].run_dir

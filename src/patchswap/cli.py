@@ -396,39 +396,14 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
 
 
 def _cmd_show_pairs(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    import torch
-    from torchvision.utils import make_grid, save_image
-
-    from patchswap import ClassPairBatchSampler, dataset_labels
     from patchswap.engine.config import load_config
-    from patchswap.engine.run import _build_bundle
-    from patchswap.methods import create_method
+    from patchswap.engine.show_pairs import draw_pairs
 
     cfg = load_config(args.config, _overrides(args))
-    bundle = _build_bundle(cfg)
-    ips = create_method("ips", **dataclasses.asdict(cfg.methods["ips"]))
-    sampler = ClassPairBatchSampler(
-        dataset_labels(bundle.train), args.pairs, seed=cfg.trainer.seed, drop_last=False
-    )
-    idx = next(iter(sampler))
-    images = torch.stack([torch.as_tensor(bundle.train[i][0]) for i in idx])
-    n = len(idx) // 2
-    gen = torch.Generator().manual_seed(cfg.trainer.seed)
-    res = ips.swap(images[:n], images[n:], gen)
-    grid = torch.cat([images[:n], images[n:], res.a, res.b]).float() / 255
-    if grid.shape[1] == 1:
-        grid = grid.expand(-1, 3, -1, -1)
-    scale = args.scale or max(1, 96 // max(grid.shape[-2:]))
-    if scale > 1:
-        grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="nearest")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid(grid, nrow=n, padding=2, pad_value=1.0), out)
-    classes = [bundle.classes[int(bundle.train[i][1])] for i in idx[:n]]
-    print(f"wrote {out}: rows = anchors, partners, swapped anchors, swapped partners; classes {classes}")
-    print(f"swapped share of each pair: {[round(float(f), 2) for f in res.fraction]}")
+    pic = draw_pairs(cfg, pairs=args.pairs, out=args.out, scale=args.scale)
+    rows = "anchors, partners, swapped anchors, swapped partners"
+    print(f"wrote {pic.path}: rows = {rows}; classes {pic.classes}")
+    print(f"swapped share of each pair: {pic.fractions}")
     return 0
 
 

@@ -105,7 +105,7 @@ class TransferConfig:
         }
 
     def flag_sections(self) -> dict[str, tuple[Any, str]]:
-        titles = {"ips": "ips options (dense Intra-class Patch Swap)"}
+        titles = {"ips": "ips options (dense Intra-class Patch Swap; the loss options act on segmentation)"}
         return {n: (getattr(self, n), titles.get(n, f"{n} options")) for n in SECTIONS}
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from patchswap import (
     IPSLoss,
     apply_cell_mask,
     distillation_kl,
+    kl_with_temperature,
     patch_swap_targets,
     soft_cross_entropy,
 )
@@ -148,6 +149,28 @@ def test_how_the_seed_loss_differs():
     assert first.item() == pytest.approx(ours.item(), rel=1e-5)
     first.backward()
     assert zb.grad is not None and zb.grad.abs().sum() > 0  # no stop-gradient in the seed
+
+
+def test_kl_with_temperature_matches_a_hand_computation():
+    """The one KL helper: rows of [N, C], or pixels of [N, C, H, W] (classes on dim 1)."""
+    t = 2.0
+    rows = [t**2 * _kl(_softmax(zt, t), _softmax(zs, t)) for zs, zt in zip(ZA, ZB, strict=True)]
+    za, zb = torch.tensor(ZA), torch.tensor(ZB)
+    assert kl_with_temperature(za, zb, t).tolist() == pytest.approx(rows, rel=1e-5)
+    assert kl_with_temperature(za, zb, t, reduction="batchmean").item() == pytest.approx(
+        sum(rows) / 2, rel=1e-5
+    )
+    assert kl_with_temperature(za, zb, t, reduction="sum").item() == pytest.approx(sum(rows), rel=1e-5)
+    plain = kl_with_temperature(za, zb, t, t2_scaling=False)
+    assert plain.tolist() == pytest.approx([r / t**2 for r in rows], rel=1e-5)
+    # The two rows as the two pixels of a 1x2 logit map: one value per pixel, the same numbers.
+    maps_s, maps_t = za.T.reshape(1, 3, 1, 2), zb.T.reshape(1, 3, 1, 2)
+    assert kl_with_temperature(maps_s, maps_t, t).flatten().tolist() == pytest.approx(rows, rel=1e-5)
+    assert torch.equal(distillation_kl(za, zb, t, reduction="none"), kl_with_temperature(za, zb, t))
+    with pytest.raises(ValueError, match="same shape with classes on dim 1"):
+        kl_with_temperature(za, zb[:1], t)
+    with pytest.raises(ValueError, match="reduction must be"):
+        kl_with_temperature(za, zb, t, reduction="mean")
 
 
 # --- DenseIPSLoss -----------------------------------------------------------------------------

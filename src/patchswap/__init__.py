@@ -3,12 +3,14 @@
 The core (this namespace) depends on torch only: the swap op, the loss and the pair sampler.
 """
 
+from patchswap.ips_options import DistillOptions, SwapOptions
 from patchswap.losses import (
     DenseIPSLoss,
     DenseIPSLossOutput,
     IPSLoss,
     IPSLossOutput,
     distillation_kl,
+    kl_with_temperature,
     soft_cross_entropy,
 )
 from patchswap.ops import (
@@ -28,14 +30,17 @@ __all__ = [
     "ClassPairBatchSampler",
     "DenseIPSLoss",
     "DenseIPSLossOutput",
+    "DistillOptions",
     "IPSLoss",
     "IPSLossOutput",
     "PatchSwap",
+    "SwapOptions",
     "SwapResult",
     "__version__",
     "apply_cell_mask",
     "dataset_labels",
     "distillation_kl",
+    "kl_with_temperature",
     "patch_swap",
     "patch_swap_boxes",
     "patch_swap_targets",

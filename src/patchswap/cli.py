@@ -37,16 +37,20 @@ BOOL_FLAGS = {"--download"}
 
 
 def _field_comments(cls: type) -> dict[str, str]:
-    """The ``# comment`` after each dataclass field: one place documents a key for YAML and --help."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    out = {}
-    for line in source.splitlines():
-        m = re.match(r"\s+(\w+)\s*:[^=]*=.*?#\s*(.+)$", line)
-        if m:
-            out[m.group(1)] = m.group(2).strip()
+    """The ``# comment`` after each dataclass field: one place documents a key for YAML and --help.
+
+    Inherited fields keep their base class's comment (e.g. the swap options that ``ips`` shares).
+    """
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):  # bases first, so a subclass's comment wins
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for line in source.splitlines():
+            m = re.match(r"\s+(\w+)\s*:[^=]*=.*?#\s*(.+)$", line)
+            if m:
+                out[m.group(1)] = m.group(2).strip()
     return out
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "IPSLoss",
     "IPSLossOutput",
     "distillation_kl",
+    "kl_with_temperature",
     "soft_cross_entropy",
     "true_class_prob",
 ]
@@ -63,6 +64,42 @@ def soft_cross_entropy(logits: Tensor, target: Tensor, label_smoothing: float = 
         return F.cross_entropy(logits.float(), t, label_smoothing=label_smoothing)
 
 
+def kl_with_temperature(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float = 4.0,
+    *,
+    t2_scaling: bool = True,
+    reduction: str = "none",
+) -> Tensor:
+    """``KL(softmax(z_t / T) || softmax(z_s / T))`` over dim 1 (the classes), in float32; times
+    ``T^2`` when ``t2_scaling`` (Hinton's scaling keeps the gradient's size independent of T).
+
+    The one KL of the package: :func:`distillation_kl` (the KD methods), :class:`IPSLoss` and
+    :class:`DenseIPSLoss` all call it. Any layout with classes on dim 1: ``[N, C]`` or logit maps
+    ``[N, C, H, W]``. ``reduction="none"`` keeps one value per row (or pixel), ``"batchmean"``
+    averages them, ``"sum"`` adds them. Gradients reach both sides: detach a teacher that must not learn.
+    """
+    if student_logits.shape != teacher_logits.shape or student_logits.dim() < 2:
+        raise ValueError(
+            "student and teacher logits must have the same shape with classes on dim 1 ([N, C] or "
+            f"[N, C, H, W]), got {tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature!r}")
+    if reduction not in ("none", "batchmean", "sum"):
+        raise ValueError(f"reduction must be 'none', 'batchmean' or 'sum', got {reduction!r}")
+    with torch.autocast(device_type=student_logits.device.type, enabled=False):
+        log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
+        log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+        kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
+        if t2_scaling:
+            kl = kl * (temperature**2)
+        if reduction == "none":
+            return kl
+        return kl.sum() if reduction == "sum" else kl.mean()
+
+
 def distillation_kl(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -72,29 +109,24 @@ def distillation_kl(
     detach_teacher: bool = True,
     reduction: str = "batchmean",
 ) -> Tensor:
-    """Hinton's KD term ``T^2 * KL(softmax(z_t / T) || softmax(z_s / T))``, in float32.
+    """Hinton's KD term ``T^2 * KL(softmax(z_t / T) || softmax(z_s / T))`` between ``[N, C]`` logits.
 
-    ``reduction="none"`` gives one value per row, ``"batchmean"`` their mean. The teacher's
-    logits are detached unless ``detach_teacher=False`` (the seed's sketch never detaches).
+    :func:`kl_with_temperature` for classification: ``reduction="none"`` gives one value per row,
+    ``"batchmean"`` their mean. The teacher's logits are detached unless ``detach_teacher=False``
+    (the seed's sketch never detaches).
     """
     if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
         raise ValueError(
             "student and teacher logits must both be [N, num_classes], got "
             f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
         )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature!r}")
     if reduction not in ("none", "batchmean"):
         raise ValueError(f"reduction must be 'none' or 'batchmean', got {reduction!r}")
     if detach_teacher:
         teacher_logits = teacher_logits.detach()
-    with torch.autocast(device_type=student_logits.device.type, enabled=False):
-        log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
-        log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
-        kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
-        if t2_scaling:
-            kl = kl * (temperature**2)
-        return kl if reduction == "none" else kl.mean()
+    return kl_with_temperature(
+        student_logits, teacher_logits, temperature, t2_scaling=t2_scaling, reduction=reduction
+    )
 
 
 def true_class_prob(logits: Tensor, target: Tensor) -> Tensor:
@@ -287,15 +319,11 @@ class DenseIPSLoss(nn.Module):
             kl_sum = logits_a.new_zeros((), dtype=torch.float32)
             kl_valid = 0
             for z, teacher, y in ((logits_swap_a, teach_a, ts_a), (logits_swap_b, teach_b, ts_b)):
-                log_p_s = F.log_softmax(z.float() / t, dim=1)
-                log_p_t = F.log_softmax(teacher / t, dim=1)
-                kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)  # [N, H, W]
+                kl = kl_with_temperature(z, teacher, t, t2_scaling=self.t2_scaling)  # [N, H, W]
                 keep = (y != ignore) & swapped_pair
                 kl_sum = kl_sum + torch.where(keep, kl, torch.zeros_like(kl)).sum()
                 kl_valid = kl_valid + (y != ignore).sum()
             kl = kl_sum / torch.clamp(kl_valid, min=1)
-            if self.t2_scaling:
-                kl = kl * (t**2)
             loss = self.gamma * ce + self.alpha * kl
         return DenseIPSLossOutput(loss, ce.detach(), kl.detach())
 

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from patchswap.dense.datasets import DenseDataset, build_dense_dataset, collate_dense
+from patchswap.dense.methods import dense_method_class
 from patchswap.dense.models import build_dense_model
 from patchswap.engine.callbacks import read_metrics, training_time
 from patchswap.engine.checkpoint import CheckpointError, load_checkpoint, save_weights
@@ -34,7 +35,7 @@ from patchswap.engine.run import (
     prepare_run_dir,
     run_callbacks,
 )
-from patchswap.engine.transfer_config import TransferConfig
+from patchswap.engine.transfer_config import TransferConfig, method_options
 from patchswap.evaluation.plots import plot_training_curves
 from patchswap.sampling import ClassPairBatchSampler
 
@@ -207,7 +208,7 @@ class DenseDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         cfg, train = self.cfg, self.datasets["train"]
         replicas, rank = self._replicas()
-        if cfg.method == "ips":
+        if dense_method_class(cfg.method).needs_pairs:
             self.train_sampler = ClassPairBatchSampler(
                 train.pair_labels(),
                 cfg.data.batch_size,
@@ -267,8 +268,7 @@ class _TransferRun:
         self.module = DenseModule(
             self.model,
             task=cfg.task,
-            method=cfg.method,
-            ips=cfg.ips,
+            method=dense_method_class(cfg.method)(method_options(cfg)),
             class_names=list(train.classes),
             optim=cfg.optim,
             seed=cfg.trainer.seed,

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from patchswap.dense.methods import available_dense_methods, dense_method_class
 from patchswap.engine.config import (
     ConfigError,
     OptimSection,
@@ -22,10 +23,9 @@ from patchswap.engine.config import (
     set_section_key,
 )
 
-__all__ = ["DENSE_METHODS", "TASKS", "TransferConfig"]
+__all__ = ["TASKS", "TransferConfig", "method_options"]
 
 TASKS = ("segment", "detect")
-DENSE_METHODS = ("ce", "ips")
 SEGMENT_ARCHS = ("deeplabv3", "fcn")
 DETECT_ARCHS = ("fasterrcnn", "retinanet")
 
@@ -56,14 +56,9 @@ class DenseModelSection:
     fpn_channels: int = 64  # detection: feature pyramid width
 
 
-@dataclass
-class DenseIPSSection:
-    grid: int = 2  # cells per side
-    prob: float = 0.5  # probability that a pair swaps
-    temperature: float = 4.0  # segmentation: softening of the pixel-wise KL
-    alpha: float = 1.0  # segmentation: weight of the pixel-wise KL
-    t2_scaling: bool = True  # segmentation: multiply the KL by T^2
-    min_visible: float = 0.5  # detection: keep a box when this share of it still shows its object
+# The ``ips`` section is dense IPS's own options: the swap and loss fields shared with classification
+# ``ips`` (one definition, patchswap.ips_options) plus ``min_visible`` for detection.
+DenseIPSSection = dense_method_class("ips").Options
 
 
 def _transfer_trainer() -> TrainerSection:
@@ -106,11 +101,11 @@ class TransferConfig:
     def top_level_help(self) -> dict[str, str]:
         return {
             "task": f"dense task: {', '.join(TASKS)}",
-            "method": f"training method: {', '.join(DENSE_METHODS)}",
+            "method": f"training method: {', '.join(available_dense_methods())}",
         }
 
     def flag_sections(self) -> dict[str, tuple[Any, str]]:
-        titles = {"ips": "ips options (dense Intra-class Patch Swap)"}
+        titles = {"ips": "ips options (dense Intra-class Patch Swap; the loss options act on segmentation)"}
         return {n: (getattr(self, n), titles.get(n, f"{n} options")) for n in SECTIONS}
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,10 +118,14 @@ class TransferConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def set(self, dotted: str, raw: Any, *, from_text: bool = False) -> None:
+        if dotted == "task" and str(raw) not in TASKS:
+            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {raw!r}")
+        if dotted == "method":
+            try:
+                dense_method_class(str(raw))
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         if dotted in self.TOP_LEVEL:
-            valid = TASKS if dotted == "task" else DENSE_METHODS
-            if str(raw) not in valid:
-                raise ConfigError(f"{dotted} must be one of {', '.join(valid)}, got {raw!r}")
             setattr(self, dotted, str(raw))
             return
         set_section_key(self, dotted, raw, from_text=from_text)
@@ -148,13 +147,18 @@ class TransferConfig:
         if d.batch_size < 1 or d.eval_batch_size < 1:
             raise ConfigError("data.batch_size and data.eval_batch_size must be positive")
         check_trainer(t)
-        if not 0.0 <= ips.prob <= 1.0:
-            raise ConfigError(f"ips.prob must be in [0, 1], got {ips.prob}")
-        if ips.grid < 2:
-            raise ConfigError(f"ips.grid must be at least 2 (a 1x1 grid swaps whole images), got {ips.grid}")
-        if not 0.0 < ips.min_visible <= 1.0:
-            raise ConfigError(f"ips.min_visible must be in (0, 1], got {ips.min_visible}")
+        try:
+            ips.check(prefix="ips.")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if (d.mean is None) != (d.std is None):
             raise ConfigError("set data.mean and data.std together (one value per channel each)")
         if self.optim.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {self.optim.lr}")
+
+
+def method_options(cfg: TransferConfig) -> Any:
+    """The options of the selected dense method: its section (``ips``), or its defaults (``ce`` has none)."""
+    options_class = dense_method_class(cfg.method).Options
+    section = getattr(cfg, cfg.method, None) if cfg.method in SECTIONS else None
+    return section if isinstance(section, options_class) else options_class()

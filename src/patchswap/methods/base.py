@@ -17,6 +17,7 @@ from torch import Tensor, nn
 __all__ = [
     "Method",
     "MethodBatch",
+    "Registry",
     "StepOutput",
     "available_methods",
     "create_method",
@@ -47,8 +48,8 @@ class StepOutput:
     """The loss to minimise, logits and targets to score training accuracy, and named parts to log."""
 
     loss: Tensor
-    logits: Tensor
-    targets: Tensor
+    logits: Tensor | None  # None where a step has no per-sample logits (dense detection)
+    targets: Tensor | None
     parts: dict[str, Tensor] = field(default_factory=dict)
     images: int | None = None  # images through the network this step, when not len(batch.x) (throughput)
 
@@ -88,36 +89,66 @@ class Method(nn.Module):
         raise NotImplementedError
 
 
-_METHODS: dict[str, type[Method]] = {}
+class Registry:
+    """Name -> method class, with the checks and error messages every kind of method shares.
+
+    Classification methods live in one registry, dense methods (:mod:`patchswap.dense.methods`) in
+    another: the same name (``ce``, ``ips``) means a different step on a different task.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._classes: dict[str, type] = {}
+
+    def register(self, cls: type) -> type:
+        """Class decorator: adds a method under its ``name``."""
+        if not cls.name or cls.name in self._classes:
+            raise ValueError(f"{self.kind} name {cls.name!r} is empty or already registered")
+        if not dataclasses.is_dataclass(cls.Options):
+            raise TypeError(f"{cls.__name__}.Options must be a dataclass")
+        self._classes[cls.name] = cls
+        return cls
+
+    def names(self) -> list[str]:
+        return sorted(self._classes)
+
+    def get(self, name: str) -> type:
+        if name not in self._classes:
+            close = difflib.get_close_matches(name, self._classes, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"unknown {self.kind} {name!r}{hint}; valid {self.kind}s: {', '.join(self.names())}"
+            )
+        return self._classes[name]
+
+    def options(self, name: str, options: dict[str, Any]) -> Any:
+        """The ``Options`` of method ``name`` from keyword options; unknown options are errors."""
+        cls = self.get(name)
+        known = {f.name for f in dataclasses.fields(cls.Options)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"{self.kind} {name!r} has no option(s) {unknown}; its options: {sorted(known)}")
+        return cls.Options(**options)
+
+
+_METHODS = Registry("method")
 
 
 def register_method(cls: type[Method]) -> type[Method]:
     """Class decorator: adds a method under its ``name``."""
-    if not cls.name or cls.name in _METHODS:
-        raise ValueError(f"method name {cls.name!r} is empty or already registered")
-    if not dataclasses.is_dataclass(cls.Options):
-        raise TypeError(f"{cls.__name__}.Options must be a dataclass")
-    _METHODS[cls.name] = cls
-    return cls
+    return _METHODS.register(cls)
 
 
 def available_methods() -> list[str]:
-    return sorted(_METHODS)
+    return _METHODS.names()
 
 
 def method_class(name: str) -> type[Method]:
-    if name not in _METHODS:
-        close = difflib.get_close_matches(name, _METHODS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown method {name!r}{hint}; valid methods: {', '.join(available_methods())}")
-    return _METHODS[name]
+    return _METHODS.get(name)
 
 
 def create_method(name: str, *, num_classes: int = 0, num_samples: int = 0, **options: Any) -> Method:
     """Build a registered method from keyword options; unknown options are errors."""
-    cls = method_class(name)
-    known = {f.name for f in dataclasses.fields(cls.Options)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"method {name!r} has no option(s) {unknown}; its options: {sorted(known)}")
-    return cls(cls.Options(**options), num_classes=num_classes, num_samples=num_samples)
+    return method_class(name)(
+        _METHODS.options(name, options), num_classes=num_classes, num_samples=num_samples
+    )

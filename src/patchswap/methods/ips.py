@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from patchswap.ips_options import DistillOptions, SwapOptions
 from patchswap.losses import IPSLoss
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
 from patchswap.methods.mixing import MIX_MODES, cutmix, cutout, mix_targets, mixup
-from patchswap.ops import PatchSwap
 
 
 @register_method
@@ -20,21 +20,12 @@ class IntraClassPatchSwap(Method):
     needs_pairs = True
 
     @dataclass
-    class Options:
-        grid: int = 2  # cells per side (grid x grid); ignored when patch_size is set
-        patch_size: int | None = None  # cell size in pixels instead of a grid
-        prob: float = 0.5  # probability that a pair swaps
+    class Options(DistillOptions, SwapOptions):
+        """The swap and loss options (shared with dense IPS), then the classification-only ones."""
+
         prob_warmup_epochs: int = 0  # prob rises linearly from 0 over these epochs
-        k_rule: str = "uniform"  # cells swapped: uniform in 1..G-1, fixed, or beta
-        ratio: float = 0.5  # swapped share for k_rule=fixed
-        beta_a: float = 1.0  # Beta(a, b) of the swapped share for k_rule=beta
-        beta_b: float = 1.0
-        temperature: float = 4.0
-        alpha: float = 1.0  # weight of the distillation term
-        gamma: float = 1.0  # weight of the cross-entropy term
         direction: str = "symmetric"  # symmetric or confident (the more confident view teaches)
         detach_teacher: bool = True  # stop the gradient through the teaching view
-        t2_scaling: bool = True  # multiply the KL by T^2
         label_smoothing: float = 0.0
         partner: str = "same_class"  # same_class, or any_class (ablation)
         mix: str = "none"  # after the swap: none, cutout, mixup or cutmix (same draw for both views)
@@ -45,13 +36,11 @@ class IntraClassPatchSwap(Method):
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
         o = self.options
+        o.check_swap(prefix="ips ")
         self.loss_fn = IPSLoss(
-            temperature=o.temperature,
-            alpha=o.alpha,
-            gamma=o.gamma,
+            **o.loss_kwargs(),
             direction=o.direction,
             detach_teacher=o.detach_teacher,
-            t2_scaling=o.t2_scaling,
             label_smoothing=o.label_smoothing,
         )
         if o.partner not in ("same_class", "any_class"):
@@ -62,18 +51,7 @@ class IntraClassPatchSwap(Method):
             raise ValueError(f"ips mix_alpha must be positive, got {o.mix_alpha!r}")
         if o.cutout_size < 1:
             raise ValueError(f"ips cutout_size must be at least 1 pixel, got {o.cutout_size!r}")
-        self.swap = self._make_swap(o.prob)
-
-    def _make_swap(self, prob: float) -> PatchSwap:
-        o = self.options
-        return PatchSwap(
-            (o.grid, o.grid),
-            patch_size=o.patch_size,
-            prob=prob,
-            k_rule=o.k_rule,
-            ratio=o.ratio,
-            beta=(o.beta_a, o.beta_b),
-        )
+        self.swap = o.patch_swap()
 
     def sampler_options(self) -> dict[str, Any]:
         return {"partner": self.options.partner}

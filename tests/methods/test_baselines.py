@@ -166,6 +166,29 @@ def test_tfkd_distils_from_the_virtual_teacher(a, alpha, t):
         create_method("tfkd", a=1.0)
 
 
+@pytest.mark.parametrize(
+    ("options", "a", "multiplier"), [({}, 0.99, 100.0), ({"a": 0.9, "multiplier": 3.0}, 0.9, 3.0)]
+)
+def test_tfkd_official_form_is_the_authors_loss(options, a, multiplier):
+    """The authors' code: teacher softmax(p^d / T), student logits unscaled, KLDivLoss mean over N * K."""
+    x, y = _batch()
+    model = Recorder()
+    out = create_method("tfkd", form="official", **options)(model, MethodBatch(x, y))
+    z = model.fc(x.flatten(1))
+    one_hot = F.one_hot(y, CLASSES).float()
+    p_d = a * one_hot + (1 - a) / (CLASSES - 1) * (1 - one_hot)
+    teacher = (p_d / 20).exp() / (p_d / 20).exp().sum(dim=1, keepdim=True)  # softmax(p^d / T), T = 20
+    kl = F.kl_div(F.log_softmax(z, dim=1), teacher, reduction="sum") / (N * CLASSES)
+    expected = 0.9 * F.cross_entropy(z, y) + 0.1 * multiplier * kl
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.parts["kd"], multiplier * kl, rtol=1e-5, atol=1e-6)
+    # By hand, row 0: the teacher is nearly uniform at T = 20 (true class e^{a/T} against e^{(1-a)/(K-1)/T}).
+    near = math.exp(a / 20) / (math.exp(a / 20) + (CLASSES - 1) * math.exp((1 - a) / (CLASSES - 1) / 20))
+    assert teacher[0, y[0]].item() == pytest.approx(near, rel=1e-6) and 0.2 < near < 0.22
+    with pytest.raises(ValueError, match="form"):
+        create_method("tfkd", form="authors")
+
+
 # -- DLB -------------------------------------------------------------------------------------------
 def test_dlb_distils_the_kept_half_batch_from_its_last_step_predictions():
     method, model = create_method("dlb", temperature=3.0, alpha=0.7), Recorder()

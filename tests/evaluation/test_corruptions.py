@@ -19,6 +19,7 @@ from patchswap.evaluation.corruptions import (
     corrupt,
     gaussian_blur,
     glass_shuffle_index,
+    motion_blur_8bit,
     motion_blur_batch,
     plasma_fractal,
 )
@@ -160,6 +161,22 @@ def test_motion_blur_matches_a_per_pixel_loop():
                 for c in range(12):
                     ref[r, c] += wts[i] * x[b, 0, min(max(r + oy, 0), 9), min(max(c + ox, 0), 11)].item()
         assert np.allclose(out[b, 0].numpy(), ref, atol=1e-12)
+
+
+def test_snow_layer_is_truncated_to_8_bits_as_imagemagick_does():
+    """One white pixel blurred along angle 0 with radius 1, sigma 1: taps i = 0, 1, 2 land i columns to
+    the left with weights exp(-i^2 / 2) / (1 + e^-0.5 + e^-2) = 0.5741, 0.3482, 0.0777, i.e. 146.39,
+    88.79 and 19.81 grey levels: ImageMagick writes 146, 88, 19 (truncated; rounding gave 146, 89, 20)."""
+    layer = torch.zeros(1, 1, 3, 8)
+    layer[0, 0, 1, 5] = 1.0
+    out = motion_blur_8bit(layer, 1, 1, torch.tensor([0.0]))
+    expected = torch.zeros(1, 1, 3, 8)
+    expected[0, 0, 1, 3:6] = torch.tensor([19.0, 88.0, 146.0])
+    assert torch.equal(out * 255, expected)
+    assert out.dtype == layer.dtype
+    # Exact grey levels stay exact: a flat layer of 0.4 = 102/255 is 102, not 101.
+    flat = motion_blur_8bit(torch.full((1, 1, 4, 4), 102 / 255), 3, 2, torch.tensor([-100.0]))
+    assert torch.equal(flat * 255, torch.full((1, 1, 4, 4), 102.0))
 
 
 def test_bilinear_sampling_matches_map_coordinates():

@@ -166,6 +166,29 @@ def test_tfkd_distils_from_the_virtual_teacher(a, alpha, t):
         create_method("tfkd", a=1.0)
 
 
+@pytest.mark.parametrize(
+    ("options", "a", "multiplier"), [({}, 0.99, 100.0), ({"a": 0.9, "multiplier": 3.0}, 0.9, 3.0)]
+)
+def test_tfkd_official_form_is_the_authors_loss(options, a, multiplier):
+    """The authors' code: teacher softmax(p^d / T), student logits unscaled, KLDivLoss mean over N * K."""
+    x, y = _batch()
+    model = Recorder()
+    out = create_method("tfkd", form="official", **options)(model, MethodBatch(x, y))
+    z = model.fc(x.flatten(1))
+    one_hot = F.one_hot(y, CLASSES).float()
+    p_d = a * one_hot + (1 - a) / (CLASSES - 1) * (1 - one_hot)
+    teacher = (p_d / 20).exp() / (p_d / 20).exp().sum(dim=1, keepdim=True)  # softmax(p^d / T), T = 20
+    kl = F.kl_div(F.log_softmax(z, dim=1), teacher, reduction="sum") / (N * CLASSES)
+    expected = 0.9 * F.cross_entropy(z, y) + 0.1 * multiplier * kl
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.parts["kd"], multiplier * kl, rtol=1e-5, atol=1e-6)
+    # By hand, row 0: the teacher is nearly uniform at T = 20 (true class e^{a/T} against e^{(1-a)/(K-1)/T}).
+    near = math.exp(a / 20) / (math.exp(a / 20) + (CLASSES - 1) * math.exp((1 - a) / (CLASSES - 1) / 20))
+    assert teacher[0, y[0]].item() == pytest.approx(near, rel=1e-6) and 0.2 < near < 0.22
+    with pytest.raises(ValueError, match="form"):
+        create_method("tfkd", form="authors")
+
+
 # -- DLB -------------------------------------------------------------------------------------------
 def test_dlb_distils_the_kept_half_batch_from_its_last_step_predictions():
     method, model = create_method("dlb", temperature=3.0, alpha=0.7), Recorder()
@@ -190,6 +213,64 @@ def test_dlb_distils_the_kept_half_batch_from_its_last_step_predictions():
     method(model, MethodBatch(x1, y1, epoch=1))
     assert model.seen[2].shape[0] == N
     assert not method.state_dict(), "the kept batch is not checkpointed"
+
+
+def _second_view(raw: torch.Tensor) -> torch.Tensor:
+    """A stand-in for the engine's augmentation: deterministic, so the second view is known by hand."""
+    return raw.flip(3) * 2.0
+
+
+def test_dlb_official_form_forwards_the_whole_last_batch_again_under_a_second_view():
+    method, model = create_method("dlb", form="official", temperature=3.0, alpha=0.7), Recorder()
+    raw1, y1 = _batch(seed=1)
+    x1 = raw1 * 0.5  # the batch's own (first) view
+    out1 = method(model, MethodBatch(x1, y1, epoch=0, raw=raw1, augment=_second_view))
+    z1 = model.fc(x1.flatten(1)).detach()
+    torch.testing.assert_close(out1.loss, F.cross_entropy(z1, y1), rtol=1e-5, atol=1e-6)
+    assert out1.parts["kd"].item() == 0.0 and out1.images == N and len(model.seen) == 1
+
+    with torch.no_grad():  # an optimizer step between the two batches
+        model.fc.weight.add_(0.3 * torch.randn_like(model.fc.weight))
+    raw2, y2 = _batch(seed=2)
+    x2 = raw2 * 0.5
+    # A new epoch: the memory is carried over.
+    out2 = method(model, MethodBatch(x2, y2, epoch=1, raw=raw2, augment=_second_view))
+    assert torch.equal(model.seen[1], x2), "the current batch first"
+    assert torch.equal(model.seen[2], raw1.flip(3) * 2.0), "then the whole last batch, re-augmented, alone"
+    z_prev = model.fc((raw1.flip(3) * 2.0).flatten(1))
+    z2 = model.fc(x2.flatten(1))
+    ce = (F.cross_entropy(z_prev, y1) + F.cross_entropy(z2, y2)) / 2  # CE over both batches (equal sizes)
+    expected = ce + 0.7 * 9 * _kl(z_prev, z1, 3.0)
+    torch.testing.assert_close(out2.loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out2.parts["ce"], ce, rtol=1e-5, atol=1e-6)
+    assert out2.images == 2 * N and out2.logits.shape == (N, CLASSES) and torch.equal(out2.targets, y2)
+
+    # The memory (raw images, labels, logits) is in the state dict: a restored method continues exactly.
+    state = method.state_dict()
+    assert set(state) == {"kept_images", "kept_labels", "kept_logits"}
+    assert torch.equal(state["kept_images"], raw2) and torch.equal(state["kept_labels"], y2)
+    restored = create_method("dlb", form="official", temperature=3.0, alpha=0.7)
+    restored.load_state_dict(state)
+    raw3, y3 = _batch(n=3, seed=3)  # a smaller (last) batch
+    batch3 = MethodBatch(raw3 * 0.5, y3, epoch=1, raw=raw3, augment=_second_view)
+    torch.testing.assert_close(restored(model, batch3).loss, method(model, batch3).loss)
+    with pytest.raises(RuntimeError, match="kept_images"):
+        create_method("dlb").load_state_dict(state)
+    with pytest.raises(ValueError, match="form"):
+        create_method("dlb", form="authors")
+
+
+def test_dlb_official_form_without_raw_images_forwards_the_last_batch_as_it_was():
+    method, model = create_method("dlb", form="official"), Recorder()
+    x1, y1 = _batch(seed=1)
+    x2, y2 = _batch(seed=2)
+    method(model, MethodBatch(x1, y1))
+    z1 = model.fc(x1.flatten(1)).detach()
+    out = method(model, MethodBatch(x2, y2))
+    assert torch.equal(model.seen[2], x1)
+    z_prev = model.fc(x1.flatten(1))
+    ce = F.cross_entropy(torch.cat([z_prev, model.fc(x2.flatten(1))]), torch.cat([y1, y2]))
+    torch.testing.assert_close(out.loss, ce + 9 * _kl(z_prev, z1, 3.0), rtol=1e-5, atol=1e-6)
 
 
 # -- KD --------------------------------------------------------------------------------------------
@@ -273,7 +354,16 @@ def test_a_kd_run_with_a_mismatched_teacher_fails_before_training(teacher_run, t
 # -- end to end --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("method", "extra"),
-    [("kd", None), ("pskd", []), ("dlb", []), ("cskd", []), ("cutmix", []), ("ips", ["--ips.mix", "mixup"])],
+    [
+        ("kd", None),
+        ("pskd", []),
+        ("dlb", []),
+        ("dlb", ["--dlb.form", "official"]),
+        ("tfkd", ["--tfkd.form", "official"]),
+        ("cskd", []),
+        ("cutmix", []),
+        ("ips", ["--ips.mix", "mixup"]),
+    ],
 )
 def test_baselines_train_end_to_end(method, extra, teacher_run, tmp_path):
     if extra is None:
@@ -294,3 +384,8 @@ def test_baselines_train_end_to_end(method, extra, teacher_run, tmp_path):
         assert state["method.predictions"].shape == (300, 10)
         assert state["method.predictions"].dtype == torch.float16
         assert (state["method.written_epoch"] == 0).sum() >= 288  # all but the drop_last remainder
+    if extra == ["--dlb.form", "official"]:
+        assert state["method.kept_images"].dtype == torch.uint8, "the raw images, kept for a fresh view"
+        assert (
+            state["method.kept_images"].shape[1:] == (1, 8, 8) and state["method.kept_logits"].shape[1] == 10
+        )

@@ -154,19 +154,28 @@ class ClassifierModule(SeededTraining):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y, index = batch
-        training = self.trainer is not None and self.trainer.training
-        x = self.train_augment(x, generator=self._generator) if training else self.eval_augment(x)
+        if self.trainer is not None and self.trainer.training:
+            return self._train_view(x), y, index, x  # the raw images ride along (MethodBatch.raw)
+        x = self.eval_augment(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y, index
+
+    def _train_view(self, raw: torch.Tensor) -> torch.Tensor:
+        """A training view of raw images: the augmentation, drawing from the epoch's generator."""
+        x = self.train_augment(raw, generator=self._generator)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     # -- steps ---------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y, index = batch
+        x, y, index, raw = batch
         mb = MethodBatch(x, y, index, self._generator, self.current_epoch, self.trainer.max_epochs or 1)
+        mb.raw, mb.augment = raw, self._train_view
         out = self.method(self.model, mb)
         n = x.shape[0]
         acc = (out.logits.detach().argmax(1) == out.targets).float().mean()

@@ -247,6 +247,15 @@ def motion_blur_batch(x: torch.Tensor, radius: float, sigma: float, angles: torc
     return out
 
 
+def motion_blur_8bit(x: torch.Tensor, radius: float, sigma: float, angles: torch.Tensor) -> torch.Tensor:
+    """ImageMagick's motion blur of an 8-bit image as the original reads it back: truncated to 8 bits.
+
+    Snow's layer goes through ImageMagick and back as an 8-bit image; ImageMagick's result, like
+    ``np.uint8`` elsewhere, truncates (``motion_blur`` matches it to 0.001 grey levels that way).
+    """
+    return _quantize(motion_blur_batch(x, radius, sigma, angles).clamp_(0, 1)).to(x.dtype) / 255
+
+
 def plasma_fractal(batch: int, mapsize: int, wibbledecay: float, gen: torch.Generator) -> torch.Tensor:
     """Diamond-square height maps ``[B, mapsize, mapsize]`` in [0, 1] (make_cifar_c's plasma_fractal)."""
     if mapsize & (mapsize - 1):
@@ -428,8 +437,7 @@ def _snow(x: torch.Tensor, c: tuple, gen: torch.Generator, s: float) -> torch.Te
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer)
     layer = _quantize(layer.clamp(0, 1)).float() / 255  # the PIL 'L' image of the original
     angles = torch.rand(b, generator=gen, dtype=torch.float64) * 90 - 135
-    layer = motion_blur_batch(layer, radius * s, sigma * s, angles)
-    layer = torch.round(layer * 255) / 255  # ImageMagick writes 8-bit
+    layer = motion_blur_8bit(layer, radius * s, sigma * s, angles)
     x = mix * x + (1 - mix) * torch.maximum(x, _gray(x) * 1.5 + 0.5)
     return (x + layer + torch.rot90(layer, 2, dims=(2, 3))).clamp_(0, 1)
 

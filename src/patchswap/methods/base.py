@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -32,7 +33,10 @@ class MethodBatch:
 
     For methods with ``needs_pairs`` the rows are laid out ``[anchors..., partners...]``.
     ``index`` holds dataset indices (for methods with per-sample memory), ``generator`` seeds the
-    method's own randomness, ``epoch``/``max_epochs`` drive schedules.
+    method's own randomness, ``epoch``/``max_epochs`` drive schedules. The engine also passes ``raw``,
+    the images as loaded (before augmentation), and ``augment``, its training augmentation (raw images
+    to a fresh augmented, normalised view, drawing from ``generator``), for methods that augment again
+    (DLB's official form); both are ``None`` in a plain loop unless given.
     """
 
     x: Tensor
@@ -41,6 +45,8 @@ class MethodBatch:
     generator: torch.Generator | None = None
     epoch: int = 0
     max_epochs: int = 1
+    raw: Tensor | None = None
+    augment: Callable[[Tensor], Tensor] | None = None
 
 
 @dataclass

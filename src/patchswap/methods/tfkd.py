@@ -1,4 +1,10 @@
-"""Tf-KD_reg (Yuan et al. 2020): distil from a hand-designed "virtual teacher" instead of a network."""
+"""Tf-KD_reg (Yuan et al. 2020): distil from a hand-designed "virtual teacher" instead of a network.
+
+Two forms: ``paper`` (the default, the paper's equations: Hinton's KD with ``log p^d`` as the teacher's
+logits) and ``official`` (the authors' code, ``loss_kd_regularization``: the teacher is
+``softmax(p^d / T)``, the student's logits are not divided by ``T``, and the KL is averaged over all
+``N x K`` elements and multiplied by ``multiplier``).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from patchswap.losses import distillation_kl, soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
+
+FORMS = ("paper", "official")
+DEFAULT_A = {"paper": 0.9, "official": 0.99}  # the paper's value; the value fixed in the authors' code
 
 
 def virtual_teacher_logits(y: Tensor, num_classes: int, a: float) -> Tensor:
@@ -24,31 +34,58 @@ def virtual_teacher_logits(y: Tensor, num_classes: int, a: float) -> Tensor:
 
 @register_method
 class TeacherFreeKD(Method):
-    """``(1 - alpha) * CE(z, y) + alpha * T^2 * KL(softmax(log p^d / T) || softmax(z / T))``."""
+    """``(1 - alpha) * CE(z, y) + alpha * T^2 * KL(softmax(log p^d / T) || softmax(z / T))``.
+
+    ``form="official"``: ``(1 - alpha) * CE(z, y) + alpha * multiplier * KL(softmax(p^d / T) ||
+    softmax(z))`` with the KL summed over classes and divided by ``N * K`` (``KLDivLoss``'s
+    ``reduction="mean"``).
+    """
 
     name = "tfkd"
 
     @dataclass
     class Options:
-        a: float = 0.9  # the virtual teacher's probability of the true class
+        a: float | None = None  # the virtual teacher's true-class probability (default 0.9; 0.99 if official)
         alpha: float = 0.1  # weight of the KL term; 1 - alpha weighs CE
         temperature: float = 20.0  # softens teacher (log p^d / T) and student alike
+        form: str = "paper"  # paper (the paper's equations) or official (the authors' code)
+        multiplier: float = 100.0  # official form only: the KL's weight (the authors' ResNet-18 CIFAR value)
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
         o = self.options
-        if not 0.0 < o.a < 1.0:
-            raise ValueError(f"tfkd a must be in (0, 1), got {o.a!r}")
+        if o.form not in FORMS:
+            raise ValueError(f"tfkd form must be one of {FORMS}, got {o.form!r}")
+        self.a = DEFAULT_A[o.form] if o.a is None else o.a
+        if not 0.0 < self.a < 1.0:
+            raise ValueError(f"tfkd a must be in (0, 1), got {self.a!r}")
         if not 0.0 <= o.alpha <= 1.0:
             raise ValueError(f"tfkd alpha must be in [0, 1], got {o.alpha!r}")
         if not o.temperature > 0:
             raise ValueError(f"tfkd temperature must be positive, got {o.temperature!r}")
+        if not o.multiplier >= 0:
+            raise ValueError(f"tfkd multiplier must be non-negative, got {o.multiplier!r}")
 
     def forward(self, model: nn.Module, batch: MethodBatch) -> StepOutput:
         o = self.options
         logits = model(batch.x)
-        teacher = virtual_teacher_logits(batch.y, logits.shape[1], o.a)
+        if o.form == "official":
+            return self._official(logits, batch.y)
+        teacher = virtual_teacher_logits(batch.y, logits.shape[1], self.a)
         ce = soft_cross_entropy(logits, batch.y)
         kd = distillation_kl(logits, teacher, o.temperature)
         loss = (1.0 - o.alpha) * ce + o.alpha * kd
         return StepOutput(loss, logits, batch.y, {"ce": ce.detach(), "kd": kd.detach()})
+
+    def _official(self, logits: Tensor, y: Tensor) -> StepOutput:
+        """The authors' ``loss_kd_regularization``, in float32."""
+        o = self.options
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            p_d = virtual_teacher_logits(y, logits.shape[1], self.a).exp()
+            log_teacher = F.log_softmax(p_d / o.temperature, dim=1)  # probabilities over T, not their logs
+            log_student = F.log_softmax(logits.float(), dim=1)  # not divided by T
+            kl = log_teacher.exp() * (log_teacher - log_student)
+            kd = kl.mean() * o.multiplier  # KLDivLoss(reduction="mean"): the mean over all N * K terms
+        ce = soft_cross_entropy(logits, y)
+        loss = (1.0 - o.alpha) * ce + o.alpha * kd
+        return StepOutput(loss, logits, y, {"ce": ce.detach(), "kd": kd.detach()})

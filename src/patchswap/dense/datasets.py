@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..data.sources import DatasetNotFoundError
+from ..data.registry import DatasetNotFoundError
 from ..data.splits import derive_seed
 from .scenes import Scenes, load_mnist_scenes
 

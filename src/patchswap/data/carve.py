@@ -30,7 +30,10 @@ class SplitIndices(NamedTuple):
     test: np.ndarray | None
 
 
-def _carve(labels: np.ndarray, pool: np.ndarray, size: float | int, seed: int, name: str):
+def _carve(
+    labels: np.ndarray, pool: np.ndarray, size: float | int, seed: int, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(pool left, pool carved)``: a stratified carve of ``size`` out of ``pool``."""
     keep, split = stratified_split(labels[pool], size, seed, name=name)
     return pool[keep], pool[split]
 

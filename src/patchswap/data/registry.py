@@ -108,6 +108,23 @@ class NameRegistry(Generic[E]):
             self._aliases[alias] = key
         return entry
 
+    def register(self, entry_type: type[E], name: str, loader: Callable | None, **fields: Any) -> Any:
+        """Build an ``entry_type`` for ``loader`` and add it; without a loader, a decorator that does.
+
+        ``fields`` are the entry's other fields (``replace`` passes through to :meth:`add`); a prefix
+        without a pattern is shown as ``PREFIXARG``.
+        """
+        replace = bool(fields.pop("replace", False))
+        if fields.get("prefix") and not fields.get("pattern"):
+            fields["pattern"] = f"{fields['prefix']}ARG"
+        fields["aliases"] = tuple(fields.get("aliases", ()))
+
+        def add(fn: Callable) -> Callable:
+            self.add(entry_type(name=name, loader=fn, **fields), replace=replace)
+            return fn
+
+        return add if loader is None else add(loader)
+
     def remove(self, name: str) -> None:
         """Unregister ``name`` and its aliases (tests and plugins that register temporarily)."""
         key = self._aliases.get(name.lower(), name.lower())
@@ -181,21 +198,17 @@ def register_dataset(
     then carves the splits and builds the bundle. ``prefix="name:"`` turns the name into a pattern whose
     argument is passed on as ``request.argument``.
     """
-
-    def add(fn: Callable[[DatasetRequest], Any]) -> Callable[[DatasetRequest], Any]:
-        entry = DatasetEntry(
-            name=name,
-            loader=fn,
-            aliases=tuple(aliases),
-            prefix=prefix,
-            pattern=pattern or (f"{prefix}ARG" if prefix else None),
-            claims=claims,
-            summary=summary,
-        )
-        DATASETS.add(entry, replace=replace)
-        return fn
-
-    return add if loader is None else add(loader)
+    return DATASETS.register(
+        DatasetEntry,
+        name,
+        loader,
+        aliases=aliases,
+        prefix=prefix,
+        pattern=pattern,
+        claims=claims,
+        summary=summary,
+        replace=replace,
+    )
 
 
 def available_datasets() -> list[str]:

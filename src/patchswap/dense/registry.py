@@ -73,20 +73,17 @@ def register_dense_dataset(
     if held_out is not None and held_out not in SPLITS:
         raise ValueError(f"held_out must be one of {SPLITS} or None, got {held_out!r}")
 
-    def add(fn: Callable[[DenseRequest], DenseDataset]) -> Callable[[DenseRequest], DenseDataset]:
-        entry = DenseDatasetEntry(
-            name=name,
-            loader=fn,
-            aliases=tuple(aliases),
-            prefix=prefix,
-            pattern=pattern or (f"{prefix}ARG" if prefix else None),
-            summary=summary,
-            held_out=held_out,
-        )
-        DENSE_DATASETS.add(entry, replace=replace)
-        return fn
-
-    return add if loader is None else add(loader)
+    return DENSE_DATASETS.register(
+        DenseDatasetEntry,
+        name,
+        loader,
+        aliases=aliases,
+        prefix=prefix,
+        pattern=pattern,
+        summary=summary,
+        held_out=held_out,
+        replace=replace,
+    )
 
 
 def available_dense_datasets() -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -39,7 +40,9 @@ class TorchvisionSpec:
     files: str
 
 
-def _train_test(cls_name: str, to_dataset: Callable[[object], TensorImageDataset], *, split_arg: bool):
+def _train_test(
+    cls_name: str, to_dataset: Callable[[Any], TensorImageDataset], *, split_arg: bool
+) -> Callable[[str, bool], Pair]:
     """A loader for a torchvision class with a ``train=`` flag (or ``split=`` when ``split_arg``)."""
 
     def load(root: str, download: bool) -> Pair:
@@ -55,16 +58,16 @@ def _train_test(cls_name: str, to_dataset: Callable[[object], TensorImageDataset
     return load
 
 
-def _nhwc(ds) -> TensorImageDataset:  # CIFAR: numpy NHWC
+def _nhwc(ds: Any) -> TensorImageDataset:  # CIFAR: numpy NHWC
     return tensor_dataset(torch.from_numpy(ds.data).permute(0, 3, 1, 2), ds.targets, ds.classes)
 
 
-def _nhw(ds) -> TensorImageDataset:  # MNIST family: tensor NHW
+def _nhw(ds: Any) -> TensorImageDataset:  # MNIST family: tensor NHW
     return tensor_dataset(ds.data.unsqueeze(1), ds.targets, ds.classes)
 
 
-def _nchw(classes: Sequence[str] | None = None) -> Callable[[object], TensorImageDataset]:
-    def convert(ds) -> TensorImageDataset:  # SVHN, STL-10: numpy NCHW with .labels
+def _nchw(classes: Sequence[str] | None = None) -> Callable[[Any], TensorImageDataset]:
+    def convert(ds: Any) -> TensorImageDataset:  # SVHN, STL-10: numpy NCHW with .labels
         return tensor_dataset(torch.from_numpy(ds.data), ds.labels, classes or ds.classes)
 
     return convert

@@ -4,28 +4,49 @@
 without decoding images) and yield uint8 ``[C, H, W]`` images; the bundle's :class:`DeviceAugment`
 modules turn uint8 batches into normalized float32 on the training device. ``label_noise`` flips
 train/val labels for noisy-label experiments (:mod:`patchswap.data.noise`).
+
+Datasets are registered by name (:func:`register_dataset`, :mod:`patchswap.data.registry`); the
+built-in families live in :mod:`patchswap.data.sources`, and every split is carved by
+:func:`carve_splits`.
 """
 
 from .arrays import ImageBatch, LabeledSubset, TensorImageDataset, collate_batch
+from .build import build_data
+from .bundle import DataBundle
+from .carve import SplitIndices, carve_splits
 from .noise import LabelNoise, apply_label_noise, noisy_labels, realised_noise_rate
-from .sources import DataBundle, DatasetNotFoundError, available_datasets, build_data
+from .registry import (
+    DatasetNotFoundError,
+    DatasetRequest,
+    available_datasets,
+    dataset_entry,
+    register_dataset,
+)
+from .sources import FolderSource, MemorySource
 from .splits import stratified_split
 from .transforms import DeviceAugment, folder_transform
 
 __all__ = [
     "DataBundle",
     "DatasetNotFoundError",
+    "DatasetRequest",
     "DeviceAugment",
+    "FolderSource",
     "ImageBatch",
     "LabelNoise",
     "LabeledSubset",
+    "MemorySource",
+    "SplitIndices",
     "TensorImageDataset",
     "apply_label_noise",
     "available_datasets",
     "build_data",
+    "carve_splits",
     "collate_batch",
+    "dataset_entry",
     "folder_transform",
     "noisy_labels",
     "realised_noise_rate",
+    "register_dataset",
     "stratified_split",
 ]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from patchswap.dense.datasets import DenseDataset, build_dense_dataset, collate_dense
+from patchswap.dense.datasets import DenseDataset, build_dense_dataset, collate_dense, dense_dataset_entry
 from patchswap.dense.methods import dense_method_class
 from patchswap.dense.models import build_dense_model
 from patchswap.engine.callbacks import read_metrics, training_time
@@ -86,9 +86,6 @@ class _DenseSubset(torch.utils.data.Dataset):
         return np.asarray(self.base.pair_labels())[self.indices]
 
 
-VOC_HELD_OUT = {"voc": "val", "voc2012": "val", "voc2007": "test"}
-
-
 def _datasets(cfg: TransferConfig) -> dict[str, Any]:
     """train / val / test. VOC: val is carved (seeded) out of VOC train, and the official held-out set
     (2012 val, 2007 test) is the test split, so no choice is ever made on the reported numbers."""
@@ -106,7 +103,7 @@ def _datasets(cfg: TransferConfig) -> dict[str, Any]:
             seed=d.scene_seed,
         )
 
-    held_out = VOC_HELD_OUT.get(d.name.lower())
+    held_out = dense_dataset_entry(d.name).held_out
     if held_out is None:
         return {
             "train": build("train", d.train_count),

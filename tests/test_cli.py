@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from patchswap.cli import ALIASES, _field_comments, main
+from patchswap.cli import ALIASES, _field_help, main
 from patchswap.engine.config import SECTIONS, RunConfig
 from patchswap.methods import available_methods
 
@@ -53,8 +53,8 @@ def test_help_shows_every_key_with_its_default(capsys, monkeypatch, command):
         assert re.search(rf" {flag}( V)? += --{re.escape(key)}\b", text), flag
 
 
-def test_help_carries_the_field_comments(capsys, monkeypatch):
-    """The ``# comment`` beside a config field is its --help text."""
+def test_help_carries_the_field_help(capsys, monkeypatch):
+    """The help in a config field's metadata is its --help text."""
     from patchswap.methods import method_class
 
     full = " ".join(_help(capsys, monkeypatch, "train").split())
@@ -62,7 +62,7 @@ def test_help_carries_the_field_comments(capsys, monkeypatch):
     classes = {**SECTIONS, "ce": method_class("ce").Options, "ips": method_class("ips").Options}
     documented = 0
     for section, cls in classes.items():
-        for key, comment in _field_comments(cls).items():
+        for key, comment in _field_help(cls).items():
             entry = text.split(f" --{section}.{key} ", 1)[1].split(" ", 1)[1]  # after the metavar
             expected = " ".join(comment.split()) + " (default: "
             assert entry.startswith(expected), (section, key, entry[:100])
@@ -70,6 +70,38 @@ def test_help_carries_the_field_comments(capsys, monkeypatch):
     assert documented >= 30
     assert "--ips.prob float probability that a pair swaps (default: 0.5)" in text
     assert "--resume RUN_DIR continue a killed or finished run" in full
+
+
+def test_help_explains_short_forms_models_and_keys(capsys, monkeypatch):
+    """Issue 18: short forms say what they set, models are listed, every key has a description."""
+    from patchswap.models import available_models
+
+    text = " ".join(_help(capsys, monkeypatch, "train").split())
+    methods = ", ".join(available_methods())
+    assert f"--method V = --method.name: training method: {methods} (default: ips)" in text
+    assert "--epochs V = --trainer.epochs: training epochs (default: 30)" in text
+    assert "--download = --data.download true: let torchvision download" in text
+    entry = text.split("--model.name str ", 1)[1].split("--model.pretrained", 1)[0]
+    assert "timm:NAME or torchvision:NAME" in entry
+    for name in available_models():
+        if ":" not in name:
+            assert name in entry, name
+    assert "--optim.lr float learning rate" in text and "--trainer.epochs int training epochs" in text
+    assert not re.search(r"--[\w.]+ \S+ \(default:", text), "a key without a description"
+    assert ".:" not in text, "a heading ends in '.:'"
+    assert "method 'ips' options - Intra-class Patch Swap" in text
+
+
+def test_transfer_help_documents_every_key(capsys, monkeypatch):
+    from patchswap.engine.transfer_config import TransferConfig
+
+    text = " ".join(_help(capsys, monkeypatch, "transfer").split())
+    assert "--task NAME dense task: segment, detect (default: segment)" in text
+    for section, (obj, _) in TransferConfig().flag_sections().items():
+        for f in dataclasses.fields(obj):
+            assert f"--{section}.{f.name} " in text, (section, f.name)
+    assert not re.search(r"--[\w.]+ \S+ \(default:", text), "a key without a description"
+    assert ".:" not in text
 
 
 # -- errors --------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ help shows its default; ``--config FILE`` loads YAML first and flags override it
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import re
 import sys
@@ -36,22 +35,17 @@ ALIASES = {
 BOOL_FLAGS = {"--download"}
 
 
-def _field_comments(cls: type) -> dict[str, str]:
-    """The ``# comment`` after each dataclass field: one place documents a key for YAML and --help.
+def _field_help(cls: type) -> dict[str, str]:
+    """Field name -> its help text (the ``help`` in its metadata): one place documents a key for YAML,
+    the flags and --help."""
+    import dataclasses
 
-    Inherited fields keep their base class's comment (e.g. the swap options that ``ips`` shares).
-    """
-    out: dict[str, str] = {}
-    for klass in reversed(cls.__mro__[:-1]):  # bases first, so a subclass's comment wins
-        try:
-            source = inspect.getsource(klass)
-        except (OSError, TypeError):
-            continue
-        for line in source.splitlines():
-            m = re.match(r"\s+(\w+)\s*:[^=]*=.*?#\s*(.+)$", line)
-            if m:
-                out[m.group(1)] = m.group(2).strip()
-    return out
+    return {f.name: str(f.metadata.get("help", "")) for f in dataclasses.fields(cls)}
+
+
+def _shown(default: Any) -> Any:
+    """A default as it is typed on the command line (lists comma-separated)."""
+    return ",".join(map(str, default)) if isinstance(default, list) else default
 
 
 def _type_name(tp: Any) -> str:
@@ -69,11 +63,11 @@ def _add_config_flags(parser: argparse.ArgumentParser, factory: Any = None) -> N
     )
     defaults = (factory or RunConfig)()
     if factory is None:
-        _add_aliases(parser)
+        _add_aliases(parser, defaults)
     group = parser.add_argument_group("choices")
     for key, text in defaults.top_level_help().items():
         group.add_argument(
-            f"--{key}.name" if key == "method" else f"--{key}",
+            _choice_flag(key),
             dest=f"cfg:{key}",
             default=argparse.SUPPRESS,
             metavar="NAME",
@@ -82,24 +76,38 @@ def _add_config_flags(parser: argparse.ArgumentParser, factory: Any = None) -> N
     for name, (default_obj, title) in defaults.flag_sections().items():
         cls = type(default_obj)
         group = parser.add_argument_group(title)
-        comments = _field_comments(cls)
+        helps = _field_help(cls)
+        types = section_fields(cls)
         for f in dataclasses.fields(cls):
-            tp = section_fields(cls)[f.name]
-            default = getattr(default_obj, f.name)
-            text = comments.get(f.name, "")
-            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            text = helps[f.name]
+            shown = _shown(getattr(default_obj, f.name))
             group.add_argument(
                 f"--{name}.{f.name}",
                 dest=f"cfg:{name}.{f.name}",
                 default=argparse.SUPPRESS,
-                metavar=_type_name(tp).replace(" ", ""),
+                metavar=_type_name(types[f.name]).replace(" ", ""),
                 help=f"{text} (default: {shown})" if text else f"(default: {shown})",
             )
 
 
-def _add_aliases(parser: argparse.ArgumentParser) -> None:
+def _choice_flag(key: str) -> str:
+    """The flag of a top-level choice: ``--method.name`` (``--method`` is its short form), ``--task``."""
+    return f"--{key}.name" if key == "method" else f"--{key}"
+
+
+def _add_aliases(parser: argparse.ArgumentParser, defaults: Any) -> None:
+    """The short forms in ALIASES, each documented with the help and default of the key it sets."""
     short = parser.add_argument_group("common options (short forms of config keys)")
+    choices = defaults.top_level_help()
+    sections = defaults.sections()
     for flag, key in ALIASES.items():
+        if key in choices:
+            target, text, default = _choice_flag(key), choices[key], getattr(defaults, key)
+        else:
+            section, _, name = key.partition(".")
+            target = f"--{key}"
+            text = _field_help(type(sections[section]))[name]
+            default = _shown(getattr(sections[section], name))
         if flag in BOOL_FLAGS:  # a switch: --download alone means true
             short.add_argument(
                 flag,
@@ -107,11 +115,15 @@ def _add_aliases(parser: argparse.ArgumentParser) -> None:
                 action="store_const",
                 const="true",
                 default=argparse.SUPPRESS,
-                help=f"= --{key} true",
+                help=f"= {target} true: {text}",
             )
         else:
             short.add_argument(
-                flag, dest=f"cfg:{key}", default=argparse.SUPPRESS, metavar="V", help=f"= --{key}"
+                flag,
+                dest=f"cfg:{key}",
+                default=argparse.SUPPRESS,
+                metavar="V",
+                help=f"= {target}: {text} (default: {default})",
             )
 
 

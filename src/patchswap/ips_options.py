@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from patchswap.config_base import opt
 from patchswap.ops import K_RULES, PatchSwap
 
 __all__ = ["DistillOptions", "SwapOptions"]
@@ -19,13 +20,13 @@ __all__ = ["DistillOptions", "SwapOptions"]
 class SwapOptions:
     """How a same-class pair swaps cells: the arguments of :func:`~patchswap.ops.patch_swap`, flat."""
 
-    grid: int = 2  # cells per side (grid x grid); ignored when patch_size is set
-    patch_size: int | None = None  # cell size in pixels instead of a grid
-    prob: float = 0.5  # probability that a pair swaps
-    k_rule: str = "uniform"  # cells swapped: uniform in 1..G-1, fixed, or beta
-    ratio: float = 0.5  # swapped share for k_rule=fixed
-    beta_a: float = 1.0  # Beta(a, b) of the swapped share for k_rule=beta
-    beta_b: float = 1.0
+    grid: int = opt(2, "cells per side (grid x grid); ignored when patch_size is set")
+    patch_size: int | None = opt(None, "cell size in pixels instead of a grid")
+    prob: float = opt(0.5, "probability that a pair swaps")
+    k_rule: str = opt("uniform", "cells swapped: uniform in 1..G-1, fixed, or beta")
+    ratio: float = opt(0.5, "swapped share for k_rule=fixed")
+    beta_a: float = opt(1.0, "Beta(a, b) of the swapped share for k_rule=beta")
+    beta_b: float = opt(1.0, "b of Beta(a, b) for k_rule=beta (see beta_a)")
 
     def swap_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~patchswap.ops.patch_swap` and :class:`~patchswap.ops.PatchSwap`."""
@@ -72,10 +73,10 @@ class SwapOptions:
 class DistillOptions:
     """The IPS loss: ``gamma * CE + alpha * KL`` with a temperature (see :mod:`patchswap.losses`)."""
 
-    temperature: float = 4.0  # softening of both views' predictions in the KL
-    alpha: float = 1.0  # weight of the distillation term
-    gamma: float = 1.0  # weight of the cross-entropy term
-    t2_scaling: bool = True  # multiply the KL by T^2
+    temperature: float = opt(4.0, "softening of both views' predictions in the KL")
+    alpha: float = opt(1.0, "weight of the distillation term")
+    gamma: float = opt(1.0, "weight of the cross-entropy term")
+    t2_scaling: bool = opt(True, "multiply the KL by T^2")
 
     def loss_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :class:`~patchswap.losses.IPSLoss` and ``DenseIPSLoss``."""

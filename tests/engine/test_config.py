@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
 import yaml
 
+from patchswap.config_base import field_help
 from patchswap.engine.config import (
     SECTIONS,
     ConfigError,
     RunConfig,
+    apply_mapping,
     load_config,
     parse_value,
     section_fields,
 )
-from patchswap.methods import available_methods
+from patchswap.methods import available_methods, method_class
 
 
 def _yaml(tmp_path, name, data) -> str:
@@ -34,9 +37,11 @@ def test_defaults():
     assert cfg.optim.milestones == [] and cfg.trainer.run_dir is None
     assert cfg.methods["ips"].prob == 0.5 and cfg.methods["ips"].grid == 2
     assert cfg.method_options is cfg.methods["ips"]
-    # Every method has its own section, and every section has all its fields.
-    assert set(cfg.to_dict()) == {"method", *SECTIONS, *available_methods()}
-    assert {"ce", "ips"} <= set(available_methods())
+    # Every method has its own section in memory; a saved config holds the active method's only,
+    # and every section has all its fields.
+    assert set(cfg.methods) == set(available_methods()) and {"ce", "ips"} <= set(available_methods())
+    assert set(cfg.to_dict()) == {"method", *SECTIONS, "ips"}
+    assert set(cfg.to_dict()["ips"]) == {f.name for f in dataclasses.fields(cfg.methods["ips"])}
     for name, cls in SECTIONS.items():
         assert set(cfg.to_dict()[name]) == {f.name for f in dataclasses.fields(cls)}
 
@@ -245,6 +250,69 @@ def test_dump_then_load_round_trips(tmp_path):
     # And the default config too.
     RunConfig().dump(path)
     assert load_config([path]).to_dict() == RunConfig().to_dict()
+
+
+def test_saved_config_holds_only_the_active_method(tmp_path):
+    cfg = load_config(None, {"method": "ce", "ce.label_smoothing": "0.2", "ips.prob": "0.3"})
+    saved = cfg.to_dict()
+    assert list(saved) == ["method", *SECTIONS, "ce"] and saved["ce"] == {"label_smoothing": 0.2}
+    cfg.dump(tmp_path / "config.yaml")
+    assert set(yaml.safe_load((tmp_path / "config.yaml").read_text())) == {"method", *SECTIONS, "ce"}
+    again = load_config([tmp_path / "config.yaml"])
+    assert again.to_dict() == saved and again.method_options.label_smoothing == 0.2
+
+
+def test_older_config_with_every_method_section_still_loads(tmp_path):
+    """Configs saved before only the active method was kept carry all methods' sections."""
+    old = RunConfig().to_dict()
+    for name, opts in RunConfig().methods.items():
+        old[name] = dataclasses.asdict(opts)
+    old["method"] = "ce"
+    old["ce"]["label_smoothing"] = 0.1
+    old["ips"]["prob"] = 0.25
+    assert set(old) == {"method", *SECTIONS, *available_methods()}
+    from_yaml = load_config([_yaml(tmp_path, "old.yaml", old)])
+    assert from_yaml.method_options.label_smoothing == 0.1 and from_yaml.methods["ips"].prob == 0.25
+    from_dict = RunConfig()
+    apply_mapping(from_dict, old, "checkpoint")  # how evaluation reads a checkpoint's config
+    assert from_dict.to_dict() == from_yaml.to_dict()
+    assert set(from_dict.to_dict()) == {"method", *SECTIONS, "ce"}
+
+
+def test_validate_does_not_change_the_config():
+    cfg = RunConfig()
+    before = copy.deepcopy(cfg)
+    cfg.validate()
+    assert cfg == before
+
+
+def test_transfer_validate_does_not_fill_in_the_arch():
+    """``model.arch: auto`` is resolved into a copy when loading, never by ``validate``."""
+    from patchswap.engine.transfer_config import TransferConfig
+
+    cfg = TransferConfig(task="detect")
+    before = copy.deepcopy(cfg)
+    cfg.validate()
+    assert cfg == before and cfg.model.arch == "auto" and cfg.resolved_arch() == "fasterrcnn"
+    resolved = cfg.resolved()
+    assert resolved.model.arch == "fasterrcnn" and cfg.model.arch == "auto"
+    loaded = TransferConfig.load(None, {"task": "detect"})
+    assert loaded.model.arch == "fasterrcnn" and loaded.to_dict()["model"]["arch"] == "fasterrcnn"
+    assert list(loaded.to_dict()) == ["task", "method", "data", "model", "optim", "trainer", "ips"]
+
+
+def test_every_config_field_has_help():
+    """--help and the docs come from field metadata: no key may be left undocumented."""
+    from patchswap.engine.transfer_config import SECTIONS as TRANSFER_SECTIONS
+
+    classes = {
+        **{f"run {n}": c for n, c in SECTIONS.items()},
+        **{f"method {n}": method_class(n).Options for n in available_methods()},
+        **{f"transfer {n}": c for n, c in TRANSFER_SECTIONS.items()},
+    }
+    for where, cls in classes.items():
+        for f in dataclasses.fields(cls):
+            assert field_help(cls, f.name).strip(), f"{where}.{f.name} has no help"
 
 
 def test_every_field_parses_its_own_default_as_text():

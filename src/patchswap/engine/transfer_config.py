@@ -6,22 +6,12 @@ keys are errors with suggestions); the optimiser and trainer sections are the tr
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+from patchswap.config_base import ConfigBase, ConfigError, opt
 from patchswap.dense.methods import available_dense_methods, dense_method_class
-from patchswap.engine.config import (
-    ConfigError,
-    OptimSection,
-    TrainerSection,
-    _unknown,
-    check_trainer,
-    set_section_key,
-)
+from patchswap.engine.config import OptimSection, TrainerSection, check_trainer
 
 __all__ = ["TASKS", "TransferConfig", "method_options"]
 
@@ -32,28 +22,34 @@ DETECT_ARCHS = ("fasterrcnn", "retinanet")
 
 @dataclass
 class DenseDataSection:
-    name: str = "scenes"  # scenes (MNIST digits on canvases), voc, voc2007 (detection), coco:DIR
-    data_dir: str = "../shared/data"  # scenes: folder of mnist-*.npz; voc: parent of VOCdevkit
-    download: bool = False  # let torchvision download VOC (needs a network)
-    train_count: int | None = None  # scenes: training canvases (default 4000); others: first N after val
-    val_count: int | None = None  # scenes: canvases (default 1000); voc: images carved out of train (500)
-    test_count: int | None = None  # scenes: test canvases (default 1000)
-    canvas: int = 64  # scenes: canvas side in pixels
-    scene_seed: int = 0  # scenes: seeds the canvases (not the training), so all runs share them
-    crop_size: int = 320  # voc/coco segmentation: random crop side for training batches
-    flip: bool = False  # random horizontal flips (off for digits: a mirrored digit is no digit)
-    mean: list[float] | None = None  # normalisation; default: MNIST for scenes, ImageNet otherwise
-    std: list[float] | None = None
-    batch_size: int = 16  # images per step; ips adds one same-class partner per image
-    eval_batch_size: int = 32
-    num_workers: int = 0
+    name: str = opt("scenes", "scenes (MNIST digits on canvases), voc, voc2007 (detection), coco:DIR")
+    data_dir: str = opt("../shared/data", "scenes: folder of mnist-*.npz; voc: parent of VOCdevkit")
+    download: bool = opt(False, "let torchvision download VOC (needs a network)")
+    train_count: int | None = opt(None, "scenes: training canvases (default 4000); others: first N after val")
+    val_count: int | None = opt(
+        None, "scenes: canvases (default 1000); voc: images carved out of train (500)"
+    )
+    test_count: int | None = opt(None, "scenes: test canvases (default 1000)")
+    canvas: int = opt(64, "scenes: canvas side in pixels")
+    scene_seed: int = opt(0, "scenes: seeds the canvases (not the training), so all runs share them")
+    crop_size: int = opt(320, "voc/coco segmentation: random crop side for training batches")
+    flip: bool = opt(False, "random horizontal flips (off for digits: a mirrored digit is no digit)")
+    mean: list[float] | None = opt(
+        None, "normalisation mean per channel; default: MNIST for scenes, ImageNet otherwise"
+    )
+    std: list[float] | None = opt(None, "normalisation std per channel (set with data.mean)")
+    batch_size: int = opt(16, "images per step; ips adds one same-class partner per image")
+    eval_batch_size: int = opt(32, "images per step when validating and testing")
+    num_workers: int = opt(0, "DataLoader workers")
 
 
 @dataclass
 class DenseModelSection:
-    arch: str = "auto"  # segment: deeplabv3 | fcn; detect: fasterrcnn | retinanet; auto: fcn / fasterrcnn
-    backbone: str = "resnet8"  # a patchswap run dir or checkpoint (trained weights), or a model name
-    fpn_channels: int = 64  # detection: feature pyramid width
+    arch: str = opt(
+        "auto", "segment: deeplabv3 | fcn; detect: fasterrcnn | retinanet; auto: fcn / fasterrcnn"
+    )
+    backbone: str = opt("resnet8", "a patchswap run dir or checkpoint (trained weights), or a model name")
+    fpn_channels: int = opt(64, "detection: feature pyramid width")
 
 
 # The ``ips`` section is dense IPS's own options: the swap and loss fields shared with classification
@@ -84,8 +80,11 @@ SECTIONS: dict[str, type] = {
 }
 
 
+AUTO_ARCH = {"segment": "fcn", "detect": "fasterrcnn"}  # the light head of each task: fast on a CPU
+
+
 @dataclass
-class TransferConfig:
+class TransferConfig(ConfigBase):
     """A dense fine-tuning run: task, method (ce or ips) and one section per part."""
 
     task: str = "segment"
@@ -97,52 +96,43 @@ class TransferConfig:
     ips: DenseIPSSection = field(default_factory=DenseIPSSection)
 
     TOP_LEVEL = ("task", "method")
+    SECTIONS = SECTIONS
+    CHOICE_HELP = {"task": "dense task", "method": "training method"}
 
-    def top_level_help(self) -> dict[str, str]:
-        return {
-            "task": f"dense task: {', '.join(TASKS)}",
-            "method": f"training method: {', '.join(available_dense_methods())}",
-        }
+    def choices(self, key: str) -> tuple[str, ...]:
+        return TASKS if key == "task" else tuple(available_dense_methods())
 
-    def flag_sections(self) -> dict[str, tuple[Any, str]]:
-        titles = {"ips": "ips options (dense Intra-class Patch Swap; the loss options act on segmentation)"}
-        return {n: (getattr(self, n), titles.get(n, f"{n} options")) for n in SECTIONS}
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"task": self.task, "method": self.method}
-        for name in SECTIONS:
-            out[name] = dataclasses.asdict(getattr(self, name))
-        return out
-
-    def dump(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-
-    def set(self, dotted: str, raw: Any, *, from_text: bool = False) -> None:
-        if dotted == "task" and str(raw) not in TASKS:
-            raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {raw!r}")
-        if dotted == "method":
+    def check_choice(self, key: str, value: str) -> None:
+        if key == "method":
             try:
-                dense_method_class(str(raw))
+                dense_method_class(value)  # the error lists the valid methods and suggests the closest
             except ValueError as e:
                 raise ConfigError(str(e)) from None
-        if dotted in self.TOP_LEVEL:
-            setattr(self, dotted, str(raw))
             return
-        set_section_key(self, dotted, raw, from_text=from_text)
+        super().check_choice(key, value)
 
-    def _section(self, name: str) -> Any:
-        if name in SECTIONS:
-            return getattr(self, name)
-        raise ConfigError(_unknown(name, [*self.TOP_LEVEL, *SECTIONS]))
+    def section_title(self, name: str) -> str:
+        if name == "ips":
+            return "ips options (dense Intra-class Patch Swap; the loss options act on segmentation)"
+        return f"{name} options"
+
+    def resolved_arch(self) -> str:
+        """``model.arch``, with ``auto`` replaced by the task's light head (fcn, fasterrcnn)."""
+        return AUTO_ARCH.get(self.task, "fcn") if self.model.arch == "auto" else self.model.arch
+
+    def resolved(self) -> TransferConfig:
+        out = super().resolved()
+        assert isinstance(out, TransferConfig)
+        out.model.arch = self.resolved_arch()
+        return out
 
     def validate(self) -> None:
-        d, m, t, ips = self.data, self.model, self.trainer, self.ips
+        d, t, ips = self.data, self.trainer, self.ips
+        arch = self.resolved_arch()
         archs = SEGMENT_ARCHS if self.task == "segment" else DETECT_ARCHS
-        if m.arch == "auto":  # the light head of each task: fast enough for a CPU
-            m.arch = "fcn" if self.task == "segment" else "fasterrcnn"
-        if m.arch not in archs:
+        if arch not in archs:
             raise ConfigError(
-                f"model.arch {m.arch!r} does not fit task {self.task!r}: use one of {', '.join(archs)}"
+                f"model.arch {arch!r} does not fit task {self.task!r}: use one of {', '.join(archs)}"
             )
         if d.batch_size < 1 or d.eval_batch_size < 1:
             raise ConfigError("data.batch_size and data.eval_batch_size must be positive")

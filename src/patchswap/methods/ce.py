@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from patchswap.config_base import opt
 from patchswap.losses import soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
 
@@ -16,7 +17,7 @@ class CrossEntropy(Method):
 
     @dataclass
     class Options:
-        label_smoothing: float = 0.0  # mass spread uniformly over all classes
+        label_smoothing: float = opt(0.0, "mass spread uniformly over all classes")
 
     def forward(self, model: nn.Module, batch: MethodBatch) -> StepOutput:
         logits = model(batch.x)

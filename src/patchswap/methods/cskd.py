@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from patchswap.config_base import opt
 from patchswap.losses import distillation_kl, soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
 
@@ -25,8 +26,8 @@ class ClassWiseSelfKD(Method):
 
     @dataclass
     class Options:
-        temperature: float = 4.0
-        lambda_cls: float = 1.0  # weight of the class-wise KL term
+        temperature: float = opt(4.0, "softens both predictions in the class-wise KL term")
+        lambda_cls: float = opt(1.0, "weight of the class-wise KL term")
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)

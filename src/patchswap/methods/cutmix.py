@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from patchswap.config_base import opt
 from patchswap.losses import soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
 from patchswap.methods.mixing import cutmix, mix_targets
@@ -21,8 +22,8 @@ class CutMix(Method):
 
     @dataclass
     class Options:
-        alpha: float = 1.0  # lam ~ Beta(alpha, alpha) sets the box area, one box per batch
-        prob: float = 1.0  # probability that a batch is mixed (timm's prob)
+        alpha: float = opt(1.0, "lam ~ Beta(alpha, alpha) sets the box area, one box per batch")
+        prob: float = opt(1.0, "probability that a batch is mixed (timm's prob)")
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)

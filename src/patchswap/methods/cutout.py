@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from patchswap.config_base import opt
 from patchswap.losses import soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
 from patchswap.methods.mixing import cutout
@@ -25,8 +26,8 @@ class Cutout(Method):
 
     @dataclass
     class Options:
-        size: int = 8  # hole side in pixels (paper: 16 on CIFAR-10, 8 on CIFAR-100)
-        size_fraction: float | None = None  # hole side as a fraction of the image side (overrides size)
+        size: int = opt(8, "hole side in pixels (paper: 16 on CIFAR-10, 8 on CIFAR-100)")
+        size_fraction: float | None = opt(None, "hole side as a fraction of the image side (overrides size)")
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)

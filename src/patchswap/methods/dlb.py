@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from patchswap.config_base import opt
 from patchswap.losses import distillation_kl, soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
 
@@ -43,9 +44,9 @@ class LastMiniBatchKD(Method):
 
     @dataclass
     class Options:
-        temperature: float = 3.0
-        alpha: float = 1.0  # weight of the last-mini-batch KL term
-        form: str = "paper"  # paper (half batch kept, same view) or official (the authors' code)
+        temperature: float = opt(3.0, "softens both predictions in the last-mini-batch KL term")
+        alpha: float = opt(1.0, "weight of the last-mini-batch KL term")
+        form: str = opt("paper", "paper (half batch kept, same view) or official (the authors' code)")
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from patchswap.config_base import opt
 from patchswap.ips_options import DistillOptions, SwapOptions
 from patchswap.losses import IPSLoss
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
@@ -23,15 +24,15 @@ class IntraClassPatchSwap(Method):
     class Options(DistillOptions, SwapOptions):
         """The swap and loss options (shared with dense IPS), then the classification-only ones."""
 
-        prob_warmup_epochs: int = 0  # prob rises linearly from 0 over these epochs
-        direction: str = "symmetric"  # symmetric or confident (the more confident view teaches)
-        detach_teacher: bool = True  # stop the gradient through the teaching view
-        label_smoothing: float = 0.0
-        partner: str = "same_class"  # same_class, or any_class (ablation)
-        mix: str = "none"  # after the swap: none, cutout, mixup or cutmix (same draw for both views)
-        mix_alpha: float = 1.0  # Beta(mix_alpha, mix_alpha) of mixup / cutmix
-        cutout_size: int = 8  # hole side in pixels for mix=cutout
-        separate_views: bool = False  # one forward per view: BatchNorm sees each view's statistics alone
+        prob_warmup_epochs: int = opt(0, "prob rises linearly from 0 over these epochs")
+        direction: str = opt("symmetric", "symmetric or confident (the more confident view teaches)")
+        detach_teacher: bool = opt(True, "stop the gradient through the teaching view")
+        label_smoothing: float = opt(0.0, "cross-entropy target mass spread uniformly over all classes")
+        partner: str = opt("same_class", "same_class, or any_class (ablation)")
+        mix: str = opt("none", "after the swap: none, cutout, mixup or cutmix (same draw for both views)")
+        mix_alpha: float = opt(1.0, "Beta(mix_alpha, mix_alpha) of mixup / cutmix")
+        cutout_size: int = opt(8, "hole side in pixels for mix=cutout")
+        separate_views: bool = opt(False, "one forward per view: BatchNorm sees each view's statistics alone")
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)

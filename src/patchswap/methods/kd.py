@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from patchswap.config_base import opt
 from patchswap.losses import distillation_kl, soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
 
@@ -122,9 +123,9 @@ class KnowledgeDistillation(Method):
 
     @dataclass
     class Options:
-        teacher: str | None = None  # teacher run directory or .ckpt (required)
-        temperature: float = 4.0
-        alpha: float = 0.9  # weight of the KL term; 1 - alpha weighs CE
+        teacher: str | None = opt(None, "teacher run directory or .ckpt (required)")
+        temperature: float = opt(4.0, "softens teacher and student predictions in the KL term")
+        alpha: float = opt(0.9, "weight of the KL term; 1 - alpha weighs CE")
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)

@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from patchswap.config_base import opt
 from patchswap.losses import soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
 
@@ -19,7 +20,7 @@ class LabelSmoothing(Method):
 
     @dataclass
     class Options:
-        smoothing: float = 0.1  # mass spread uniformly over all classes
+        smoothing: float = opt(0.1, "mass spread uniformly over all classes")
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)

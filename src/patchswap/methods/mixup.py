@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from patchswap.config_base import opt
 from patchswap.losses import soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
 from patchswap.methods.mixing import mix_targets, mixup
@@ -20,7 +21,7 @@ class MixUp(Method):
 
     @dataclass
     class Options:
-        alpha: float = 1.0  # lam ~ Beta(alpha, alpha), one per batch
+        alpha: float = opt(1.0, "lam ~ Beta(alpha, alpha), one per batch")
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)

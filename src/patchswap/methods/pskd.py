@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from patchswap.config_base import opt
 from patchswap.losses import soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
 
@@ -29,7 +30,7 @@ class ProgressiveSelfKD(Method):
 
     @dataclass
     class Options:
-        alpha_T: float = 0.8  # weight of the past prediction in the last epoch (rises linearly)
+        alpha_T: float = opt(0.8, "weight of the past prediction in the last epoch (rises linearly)")
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)

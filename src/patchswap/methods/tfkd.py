@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from patchswap.config_base import opt
 from patchswap.losses import distillation_kl, soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
 
@@ -45,11 +46,15 @@ class TeacherFreeKD(Method):
 
     @dataclass
     class Options:
-        a: float | None = None  # the virtual teacher's true-class probability (default 0.9; 0.99 if official)
-        alpha: float = 0.1  # weight of the KL term; 1 - alpha weighs CE
-        temperature: float = 20.0  # softens teacher (log p^d / T) and student alike
-        form: str = "paper"  # paper (the paper's equations) or official (the authors' code)
-        multiplier: float = 100.0  # official form only: the KL's weight (the authors' ResNet-18 CIFAR value)
+        a: float | None = opt(
+            None, "the virtual teacher's true-class probability (default 0.9; 0.99 if official)"
+        )
+        alpha: float = opt(0.1, "weight of the KL term; 1 - alpha weighs CE")
+        temperature: float = opt(20.0, "softens teacher (log p^d / T) and student alike")
+        form: str = opt("paper", "paper (the paper's equations) or official (the authors' code)")
+        multiplier: float = opt(
+            100.0, "official form only: the KL's weight (the authors' ResNet-18 CIFAR value)"
+        )
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)

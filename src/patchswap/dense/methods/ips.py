@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from patchswap.config_base import opt
 from patchswap.dense.methods.base import (
     IGNORE_INDEX,
     DenseMethod,
@@ -41,7 +42,7 @@ class DenseIPS(DenseMethod):
     class Options(DistillOptions, SwapOptions):
         """The swap and loss options (shared with classification ``ips``), then the detection one."""
 
-        min_visible: float = 0.5  # detection: keep a box when this share of it still shows its object
+        min_visible: float = opt(0.5, "detection: keep a box when this share of it still shows its object")
 
         def check(self, prefix: str = "ips.") -> None:
             """Raise ``ValueError`` naming the option (``prefix`` + key) that is out of range."""

@@ -13,7 +13,9 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "patchswap"
 
-CORE = ("ops", "losses", "sampling", "seeding", "runs")  # torch (and numpy, yaml, safetensors) only
+# torch (and numpy, yaml, safetensors) only: the op, loss and sampler, their options, seeding, the run
+# format and the config machinery that every layer may use
+CORE = ("ops", "losses", "sampling", "ips_options", "seeding", "runs", "config_base")
 LIBRARY = ("methods", "models", "data", "evaluation", "dense")  # used by the engine, never using it
 APP = ("engine", "study", "cli")
 

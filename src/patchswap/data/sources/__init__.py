@@ -1,7 +1,7 @@
 """The built-in dataset families; importing this package registers them (see :mod:`..registry`).
 
 * :mod:`.embedded` -- ``digits``: scikit-learn's bundled 8x8 digits; no network, no files (the default).
-* :mod:`.torchvision` -- ``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``, ``svhn``, ``stl10``
+* :mod:`.torchvision_sets` -- ``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``, ``svhn``, ``stl10``
   under ``data_dir``, loaded into memory as uint8 tensors.
 * :mod:`.npz` -- ``npz:PATH[,PATH...]`` (or a bare ``*.npz`` path): arrays ``x``/``y``/``classes``.
 * :mod:`.folders` -- ``folder:PATH`` (or a bare directory): ``PATH/train/<class>/*`` images, decoded
@@ -20,7 +20,7 @@ from ..bundle import DataBundle
 from ..registry import DatasetNotFoundError, available_datasets
 
 # Registration order is listing order: digits and the torchvision names, then npz:, then folder:.
-from . import embedded, npz, torchvision  # noqa: F401
+from . import embedded, npz, torchvision_sets  # noqa: F401
 
 # isort: split
 from . import folders  # noqa: F401

@@ -22,7 +22,6 @@ from torch.utils.data import DataLoader
 from patchswap.dense.datasets import DenseDataset, build_dense_dataset, collate_dense
 from patchswap.dense.models import build_dense_model
 from patchswap.engine.callbacks import read_metrics, training_time
-from patchswap.engine.checkpoint import CheckpointError, load_checkpoint, save_weights
 from patchswap.engine.config import apply_mapping, load_config
 from patchswap.engine.dense_module import IGNORE_INDEX, DenseModule, score_key
 from patchswap.engine.loaders import ShuffledBatchSampler
@@ -36,6 +35,8 @@ from patchswap.engine.run import (
 )
 from patchswap.engine.transfer_config import TransferConfig
 from patchswap.evaluation.plots import plot_training_curves
+from patchswap.runs import BACKBONE_KEY, CheckpointError, load_checkpoint, run_relative, save_weights
+from patchswap.runs import TRANSFER_CONFIG_KEY as CONFIG_KEY
 from patchswap.sampling import ClassPairBatchSampler
 
 __all__ = [
@@ -46,10 +47,6 @@ __all__ = [
     "train_transfer",
 ]
 
-CONFIG_KEY = "patchswap_transfer_config"
-# The backbone's model name, so ``evaluate_transfer`` rebuilds the architecture without the backbone run
-# (the checkpoint holds every weight).
-BACKBONE_KEY = "patchswap_backbone_model"
 MNIST_STATS = ((0.1307,), (0.3081,))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -321,7 +318,7 @@ def train_transfer(cfg: TransferConfig, *, resume: bool = False) -> dict[str, An
         "train_seconds": round(seconds, 2),
         "train_images_per_s": round(images / seconds, 1) if seconds else None,
         "images_seen": int(round(images)),
-        "best_checkpoint": str(best),
+        "best_checkpoint": run_relative(best, run_dir),  # relative: the run dir may be moved or committed
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     score = monitor.split("/")[1]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..seeding import generator
+from .. import seeding
 
 __all__ = ["DEFAULT_EPS", "PixelModel", "eps_key", "fgsm", "fgsm_accuracy", "pgd", "pgd_accuracy"]
 
@@ -175,7 +175,7 @@ def pgd_accuracy(
             if e > 0 and bool(robust.any()):
                 idx = robust.nonzero().squeeze(1)
                 # The stream (seed, batch, eps index), 32-bit as recorded (see patchswap.seeding).
-                gen = generator(seed, b, i, device=device, bits=32)
+                gen = seeding.generator(seed, b, i, device=device, bits=32)
                 adv = pgd(model, x[idx], y[idx], e, steps=steps, generator=gen)
                 with torch.no_grad():
                     robust[idx] = model(adv).argmax(1) == y[idx]

@@ -32,13 +32,6 @@ def locate_teacher(path: str | Path) -> Path:
         ) from None
 
 
-def _network_state(ckpt: dict[str, Any], file: Path) -> dict[str, Tensor]:
-    net = network_state(ckpt["state_dict"])
-    if not net:
-        raise ValueError(f"kd teacher {file} has no '{MODEL_PREFIX}*' weights in its state_dict")
-    return net
-
-
 def _in_chans(state: dict[str, Tensor]) -> int:
     """Input channels: those of the first convolution kernel (the stem), 3 if there is none."""
     for value in state.values():
@@ -71,7 +64,9 @@ def load_teacher(path: str | Path, num_classes: int) -> nn.Module:
     arch = model_cfg.get("name")
     if not isinstance(arch, str):
         raise ValueError(f"kd teacher {file}: its config names no model (model.name)")
-    state = _network_state(ckpt, file)
+    state = network_state(ckpt["state_dict"])
+    if not state:
+        raise ValueError(f"kd teacher {file} has no '{MODEL_PREFIX}*' weights in its state_dict")
     in_chans = _in_chans(state)
     teacher = create_model(arch, num_classes, in_chans=in_chans)
     own = teacher.state_dict()

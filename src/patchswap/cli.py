@@ -462,9 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from patchswap.data import DatasetNotFoundError
-    from patchswap.engine.checkpoint import CheckpointError
     from patchswap.engine.config import ConfigError
     from patchswap.engine.run import RunError
+    from patchswap.runs import CheckpointError
 
     handlers = {
         "train": _cmd_train,

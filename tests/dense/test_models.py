@@ -16,9 +16,9 @@ from patchswap.dense.models import (
     feature_extractor,
     load_backbone,
 )
-from patchswap.engine.checkpoint import CheckpointError, save_weights
 from patchswap.engine.config import RunConfig
 from patchswap.models import create_model
+from patchswap.runs import CheckpointError, save_weights
 
 
 @pytest.fixture(autouse=True)

@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from patchswap.engine.checkpoint import CheckpointError, load_checkpoint
 from patchswap.engine.config import load_config
 from patchswap.engine.run import RunError, evaluate, resume, train
 from patchswap.models import create_model
+from patchswap.runs import CheckpointError, load_checkpoint, resolve_run_path
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -81,7 +81,9 @@ def test_summary(tiny_run, tiny_sizes):
     accs = [float(r["val/acc"]) for r in _rows(run_dir)]
     assert accs[summary["best_epoch"] - 1] == max(accs)
     assert summary["val"]["acc"] == pytest.approx(max(accs), abs=1e-6)
-    assert load_checkpoint(summary["best_checkpoint"])["epoch"] == summary["best_epoch"] - 1
+    assert summary["best_checkpoint"] == "checkpoints/best.ckpt"  # relative to the run directory
+    best = resolve_run_path(run_dir, summary["best_checkpoint"])
+    assert load_checkpoint(best)["epoch"] == summary["best_epoch"] - 1
 
 
 @pytest.mark.parametrize("which", ["last", "best"])

@@ -90,8 +90,8 @@ def test_evaluate_reproduces_the_test_score(segment_ips_run):
 def test_evaluate_needs_only_the_transfer_checkpoint(segment_ips_run, tmp_path):
     """A transfer checkpoint names its backbone's architecture, so it evaluates after the backbone's run
     directory is gone (here: its recorded path points nowhere)."""
-    from patchswap.engine.checkpoint import load_checkpoint
     from patchswap.engine.transfer import BACKBONE_KEY, CONFIG_KEY
+    from patchswap.runs import load_checkpoint
 
     run_dir, summary = segment_ips_run
     ckpt = load_checkpoint(run_dir / "checkpoints" / "best.ckpt")

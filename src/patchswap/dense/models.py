@@ -17,14 +17,21 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-import yaml
 from torch import Tensor, nn
 
-from patchswap.engine.checkpoint import CheckpointError, load_checkpoint
 from patchswap.models import create_model
 from patchswap.models.cifar_resnet import PreActResNet
 from patchswap.models.registry import TIMM_PREFIX, TORCHVISION_PREFIX, available_models
 from patchswap.models.wide_resnet import WideResNet
+from patchswap.runs import (
+    CONFIG_KEY,
+    RUN_CHECKPOINTS,
+    CheckpointError,
+    load_checkpoint,
+    locate_checkpoint,
+    network_state,
+    run_config_beside,
+)
 
 __all__ = [
     "DenseFeatures",
@@ -39,12 +46,6 @@ __all__ = [
     "load_backbone",
 ]
 
-# Where ``patchswap train`` stores the run config in a Lightning checkpoint (engine.run.CONFIG_KEY; not
-# imported, because dense/ must not depend on the training driver and its Lightning imports).
-_CONFIG_KEY = "patchswap_config"
-# Checkpoints tried in a run directory, best first. A .ckpt comes before the .safetensors of the same
-# name: the safetensors copy is only written when training ends, so after a kill it can be stale.
-_RUN_CHECKPOINTS = ("best.ckpt", "best.safetensors", "last.ckpt", "last.safetensors")
 # Head size of a randomly initialised backbone: the classifier is discarded by the dense models.
 _PLACEHOLDER_CLASSES = 10
 # Side of the dry-run input that measures stage channels and strides (a multiple of 32: ImageNet
@@ -111,20 +112,13 @@ def _is_model_name(text: str) -> bool:
 
 
 def _load_from_path(path: Path, in_chans: int) -> LoadedBackbone:
-    if path.is_dir():
-        ckpt_dir = path / "checkpoints"
-        found = next((ckpt_dir / n for n in _RUN_CHECKPOINTS if (ckpt_dir / n).is_file()), None)
-        if found is None:
-            raise FileNotFoundError(
-                f"{path} is not a patchswap run directory: no checkpoints/{{{','.join(_RUN_CHECKPOINTS)}}}"
-            )
-        path = found
+    path = locate_checkpoint(path, RUN_CHECKPOINTS)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from safetensors.torch import load_file
 
         state = load_file(str(path), device="cpu")
-        config = _run_config_beside(path)
+        config = run_config_beside(path)
         if config is None:
             raise CheckpointError(
                 f"{path} holds bare weights and no config.yaml was found beside it (in its run directory); "
@@ -132,20 +126,15 @@ def _load_from_path(path: Path, in_chans: int) -> LoadedBackbone:
             )
     elif suffix in (".ckpt", ".pt", ".pth"):
         ckpt = load_checkpoint(path)
-        config = ckpt.get(_CONFIG_KEY)
+        config = ckpt.get(CONFIG_KEY)
         if not isinstance(config, dict):
-            config = _run_config_beside(path)
+            config = run_config_beside(path)
         if config is None:
             raise CheckpointError(
                 f"{path} carries no patchswap config and no config.yaml was found beside it; was it written "
                 "by patchswap train? Pass its run directory or a model name instead"
             )
-        # Lightning keys: "model." + the network's own ("_orig_mod." when it was torch.compile'd).
-        state = {
-            k.removeprefix("model.").replace("_orig_mod.", ""): v
-            for k, v in ckpt["state_dict"].items()
-            if k.startswith("model.")
-        }
+        state = network_state(ckpt["state_dict"])
     else:
         raise ValueError(f"{path}: unknown checkpoint type {suffix!r}; expected .ckpt or .safetensors")
 
@@ -172,17 +161,6 @@ def _load_from_path(path: Path, in_chans: int) -> LoadedBackbone:
     return LoadedBackbone(
         model, f"{name} trained on {data_name} ({num_classes} classes), weights from {path}", name
     )
-
-
-def _run_config_beside(path: Path) -> dict[str, Any] | None:
-    """The run's config.yaml for a file in ``RUN/checkpoints/`` (or directly in ``RUN/``)."""
-    for folder in (path.parent.parent, path.parent) if path.parent.name == "checkpoints" else (path.parent,):
-        file = folder / "config.yaml"
-        if file.is_file():
-            data = yaml.safe_load(file.read_text())
-            if isinstance(data, dict):
-                return data
-    return None
 
 
 def _infer_size(name: str, arg: str, state: dict[str, Tensor]) -> int | None:

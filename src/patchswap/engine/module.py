@@ -22,24 +22,21 @@ from patchswap.data import DeviceAugment
 from patchswap.engine.config import OptimSection
 from patchswap.engine.loaders import IGNORE_LABEL
 from patchswap.methods import Method, MethodBatch
+from patchswap.seeding import derive_seed, generator
 
 __all__ = [
     "ClassifierModule",
     "configure_optimization",
-    "derive_seed",
     "lr_factor",
     "seed_step",
     "start_epoch_randomness",
 ]
 
 
-def derive_seed(seed: int, *stream: int) -> int:
-    """A 63-bit seed for one named random stream of a run (epoch, purpose)."""
-    import numpy as np
-
-    return int(
-        np.random.SeedSequence([seed, *stream]).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1
-    )
+# The streams of a training run, named (seed, epoch, purpose[, step]) (see patchswap.seeding).
+_EPOCH_GLOBAL = 0  # torch's global RNG at the start of an epoch
+_EPOCH_AUGMENT = 1  # the epoch's generator for device-side augmentation and swaps
+_STEP_GLOBAL = 2  # torch's global RNG for one training step (dropout, stochastic depth)
 
 
 def start_epoch_randomness(module: L.LightningModule, seed: int) -> torch.Generator:
@@ -50,8 +47,8 @@ def start_epoch_randomness(module: L.LightningModule, seed: int) -> torch.Genera
     sampler = getattr(getattr(module.trainer, "datamodule", None), "train_sampler", None)
     if sampler is not None:
         sampler.set_epoch(epoch)
-    torch.manual_seed(derive_seed(seed, epoch, 0))
-    return torch.Generator(device=module.device).manual_seed(derive_seed(seed, epoch, 1))
+    torch.manual_seed(derive_seed(seed, epoch, _EPOCH_GLOBAL))
+    return generator(seed, epoch, _EPOCH_AUGMENT, device=module.device)
 
 
 def seed_step(module: L.LightningModule, seed: int, batch_idx: int) -> None:
@@ -60,7 +57,7 @@ def seed_step(module: L.LightningModule, seed: int, batch_idx: int) -> None:
     Per step rather than per epoch: the DataLoader draws from the global RNG when it makes its
     iterator, at a moment that differs between a fresh and a resumed run.
     """
-    torch.manual_seed(derive_seed(seed, module.current_epoch, 2, batch_idx))
+    torch.manual_seed(derive_seed(seed, module.current_epoch, _STEP_GLOBAL, batch_idx))
 
 
 def lr_factor(optim: OptimSection, step: int, steps_per_epoch: int, epochs: int) -> float:

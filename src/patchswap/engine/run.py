@@ -26,13 +26,23 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from patchswap.data import DataBundle, build_data
 from patchswap.engine.callbacks import FAULT_ENV, EpochMetricsCSV, FaultInjection, read_metrics, training_time
-from patchswap.engine.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint, save_weights
+from patchswap.engine.checkpoint import AtomicCheckpointIO
 from patchswap.engine.config import ConfigError, RunConfig, TrainerSection, apply_mapping, load_config
 from patchswap.engine.loaders import PatchswapDataModule
 from patchswap.engine.module import ClassifierModule
 from patchswap.evaluation.plots import plot_training_curves
 from patchswap.methods import create_method
 from patchswap.models import create_model
+from patchswap.runs import (
+    CONFIG_KEY,
+    CheckpointError,
+    load_checkpoint,
+    locate_checkpoint,
+    network_state,
+    run_dir_of,
+    run_relative,
+    save_weights,
+)
 
 __all__ = [
     "RunError",
@@ -43,8 +53,6 @@ __all__ = [
     "resume",
     "train",
 ]
-
-CONFIG_KEY = "patchswap_config"
 
 
 class RunError(RuntimeError):
@@ -316,7 +324,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         "train_seconds": round(fit_seconds, 2),
         "train_images_per_s": round(images / fit_seconds, 1) if fit_seconds else None,
         "images_seen": int(round(images)),
-        "best_checkpoint": str(best),
+        "best_checkpoint": run_relative(best, run_dir),  # relative: the run dir may be moved or committed
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_training_curves(
@@ -338,16 +346,8 @@ def resume(run_dir: str | Path, overrides: dict[str, str] | None = None) -> dict
 
 def _locate(target: str | Path) -> tuple[Path, Path | None]:
     """(checkpoint, run_dir) from a run directory or a checkpoint path."""
-    p = Path(target)
-    if p.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            if (p / "checkpoints" / name).exists():
-                return p / "checkpoints" / name, p
-        raise CheckpointError(f"{p} holds no checkpoints/best.ckpt or last.ckpt")
-    if not p.exists():
-        raise CheckpointError(f"{p} is neither a run directory nor a checkpoint file")
-    run_dir = p.parent.parent if p.parent.name == "checkpoints" else None
-    return p, run_dir
+    ckpt_path = locate_checkpoint(target)
+    return ckpt_path, run_dir_of(ckpt_path)
 
 
 def _resolve_device(accelerator: str) -> torch.device:
@@ -362,13 +362,8 @@ def _resolve_device(accelerator: str) -> torch.device:
 
 
 def _load_model_weights(model: torch.nn.Module, state_dict: dict[str, Any]) -> None:
-    """The network's weights from a Lightning checkpoint (``model.`` keys; torch.compile's prefix dropped)."""
-    weights = {
-        k.removeprefix("model.").replace("_orig_mod.", ""): v
-        for k, v in state_dict.items()
-        if k.startswith("model.")
-    }
-    model.load_state_dict(weights)
+    """The network's weights from a Lightning checkpoint (see :func:`patchswap.runs.network_state`)."""
+    model.load_state_dict(network_state(state_dict))
 
 
 def evaluate(

@@ -23,7 +23,6 @@ from patchswap.dense.datasets import DenseDataset, build_dense_dataset, collate_
 from patchswap.dense.methods import dense_method_class
 from patchswap.dense.models import build_dense_model
 from patchswap.engine.callbacks import read_metrics, training_time
-from patchswap.engine.checkpoint import CheckpointError, load_checkpoint, save_weights
 from patchswap.engine.config import apply_mapping, load_config
 from patchswap.engine.dense_module import IGNORE_INDEX, DenseModule, score_key
 from patchswap.engine.loaders import ShuffledBatchSampler
@@ -37,6 +36,8 @@ from patchswap.engine.run import (
 )
 from patchswap.engine.transfer_config import TransferConfig, method_options
 from patchswap.evaluation.plots import plot_training_curves
+from patchswap.runs import BACKBONE_KEY, CheckpointError, load_checkpoint, run_relative, save_weights
+from patchswap.runs import TRANSFER_CONFIG_KEY as CONFIG_KEY
 from patchswap.sampling import ClassPairBatchSampler
 
 __all__ = [
@@ -47,10 +48,6 @@ __all__ = [
     "train_transfer",
 ]
 
-CONFIG_KEY = "patchswap_transfer_config"
-# The backbone's model name, so ``evaluate_transfer`` rebuilds the architecture without the backbone run
-# (the checkpoint holds every weight).
-BACKBONE_KEY = "patchswap_backbone_model"
 MNIST_STATS = ((0.1307,), (0.3081,))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
@@ -318,7 +315,7 @@ def train_transfer(cfg: TransferConfig, *, resume: bool = False) -> dict[str, An
         "train_seconds": round(seconds, 2),
         "train_images_per_s": round(images / seconds, 1) if seconds else None,
         "images_seen": int(round(images)),
-        "best_checkpoint": str(best),
+        "best_checkpoint": run_relative(best, run_dir),  # relative: the run dir may be moved or committed
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     score = monitor.split("/")[1]

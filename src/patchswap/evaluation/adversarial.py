@@ -22,10 +22,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .. import seeding
 
 __all__ = ["DEFAULT_EPS", "PixelModel", "eps_key", "fgsm", "fgsm_accuracy", "pgd", "pgd_accuracy"]
 
@@ -121,10 +122,6 @@ def pgd(
     return adv
 
 
-def _derive(seed: int, *stream: int) -> int:
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, *stream]).generate_state(1)[0])
-
-
 def _to_unit(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 (0..255) -> float32 in [0, 1] on ``device`` (floats are taken as already in [0, 1])."""
     x = images.to(device, non_blocking=True)
@@ -177,7 +174,8 @@ def pgd_accuracy(
         for i, e in enumerate(order):
             if e > 0 and bool(robust.any()):
                 idx = robust.nonzero().squeeze(1)
-                gen = torch.Generator(device=device).manual_seed(_derive(seed, b, i))
+                # The stream (seed, batch, eps index), 32-bit as recorded (see patchswap.seeding).
+                gen = seeding.generator(seed, b, i, device=device, bits=32)
                 adv = pgd(model, x[idx], y[idx], e, steps=steps, generator=gen)
                 with torch.no_grad():
                     robust[idx] = model(adv).argmax(1) == y[idx]

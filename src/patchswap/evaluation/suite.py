@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..seeding import derive_seed, generator
 from .adversarial import DEFAULT_EPS, PixelModel, eps_key, fgsm_accuracy, pgd_accuracy
 from .calibration import ReliabilityBins, calibration_metrics, plot_reliability, reliability_bins
 from .corruptions import CORRUPTIONS, corrupt
@@ -140,8 +141,10 @@ class SuiteOptions:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
 
 
-def _derive(seed: int, *stream: int) -> int:
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, *stream]).generate_state(1)[0] >> 1)
+# The suite's streams: (seed, _SUBSET_STREAM) picks the --max-images subset, (seed, corruption, chunk)
+# corrupts one chunk. 31-bit seeds: the width of the recorded results (see patchswap.seeding).
+_SUBSET_STREAM = 7
+_SEED_BITS = 31
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -172,7 +175,7 @@ class ImageSource:
         self.dataset = dataset
         n = len(dataset)  # type: ignore[arg-type]
         if max_images is not None and max_images < n:
-            gen = torch.Generator().manual_seed(_derive(seed, 7))
+            gen = generator(seed, _SUBSET_STREAM, bits=_SEED_BITS)
             self.indices = torch.randperm(n, generator=gen)[:max_images].sort().values
         else:
             self.indices = torch.arange(n)
@@ -304,7 +307,7 @@ def corruption_accuracy(
         total += len(labels)
         for name in names:
             t0 = time.perf_counter()
-            call_seed = _derive(seed, CORRUPTIONS.index(name), k)
+            call_seed = derive_seed(seed, CORRUPTIONS.index(name), k, bits=_SEED_BITS)
             for sev in severities:
                 bad = corrupt(images, name, sev, seed=call_seed)
                 counts[name][sev] += _correct(model, bad, labels, device, batch_size)

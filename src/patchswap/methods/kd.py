@@ -12,39 +12,25 @@ from torch import Tensor, nn
 from patchswap.config_base import opt
 from patchswap.losses import distillation_kl, soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
-
-# The key under which ``patchswap train`` stores the resolved run config in its checkpoints
-# (``patchswap.engine.run.CONFIG_KEY``; repeated here because methods never import the engine).
-CONFIG_KEY = "patchswap_config"
-_MODEL_PREFIX = "model."  # the LightningModule holds the network as ``self.model``
-_COMPILED_PREFIX = "_orig_mod."  # a torch.compile'd network nests the original one under this
+from patchswap.runs import (
+    CONFIG_KEY,
+    MODEL_PREFIX,
+    CheckpointError,
+    CheckpointNotFoundError,
+    load_checkpoint,
+    locate_checkpoint,
+    network_state,
+)
 
 
 def locate_teacher(path: str | Path) -> Path:
     """The checkpoint of a run directory (``checkpoints/best.ckpt``, else ``last.ckpt``) or a file."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            if (p / "checkpoints" / name).is_file():
-                return p / "checkpoints" / name
-        raise FileNotFoundError(f"kd teacher: run directory {p} holds no checkpoints/best.ckpt or last.ckpt")
-    if not p.is_file():
-        raise FileNotFoundError(
-            f"kd teacher {str(path)!r} does not exist: pass a patchswap run directory or its .ckpt file"
-        )
-    return p
-
-
-def _network_state(ckpt: dict[str, Any], file: Path) -> dict[str, Tensor]:
-    state = ckpt.get("state_dict")
-    if not isinstance(state, dict):
-        raise ValueError(f"kd teacher {file} holds no 'state_dict'; is it a patchswap checkpoint?")
-    net = {k[len(_MODEL_PREFIX) :]: v for k, v in state.items() if k.startswith(_MODEL_PREFIX)}
-    if net and all(k.startswith(_COMPILED_PREFIX) for k in net):
-        net = {k[len(_COMPILED_PREFIX) :]: v for k, v in net.items()}
-    if not net:
-        raise ValueError(f"kd teacher {file} has no '{_MODEL_PREFIX}*' weights in its state_dict")
-    return net
+    try:
+        return locate_checkpoint(path)
+    except CheckpointNotFoundError as e:
+        raise CheckpointNotFoundError(
+            f"kd teacher: {e}; pass a patchswap run directory or its .ckpt file"
+        ) from None
 
 
 def _in_chans(state: dict[str, Tensor]) -> int:
@@ -66,11 +52,11 @@ def load_teacher(path: str | Path, num_classes: int) -> nn.Module:
     from patchswap.models import create_model
 
     file = locate_teacher(path)
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure to read means the file is unusable
-        raise ValueError(f"kd teacher {file} could not be read ({type(e).__name__}: {str(e)[:200]})") from e
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get(CONFIG_KEY), dict):
+    try:  # weights_only: a teacher path may come from anywhere, so refuse pickled code
+        ckpt = load_checkpoint(file, weights_only=True)
+    except CheckpointError as e:
+        raise ValueError(f"kd teacher could not be read: {e}") from e
+    if not isinstance(ckpt.get(CONFIG_KEY), dict):
         raise ValueError(
             f"kd teacher {file} carries no patchswap config ('{CONFIG_KEY}'): pass a run directory or a "
             ".ckpt written by patchswap train"
@@ -79,7 +65,9 @@ def load_teacher(path: str | Path, num_classes: int) -> nn.Module:
     arch = model_cfg.get("name")
     if not isinstance(arch, str):
         raise ValueError(f"kd teacher {file}: its config names no model (model.name)")
-    state = _network_state(ckpt, file)
+    state = network_state(ckpt["state_dict"])
+    if not state:
+        raise ValueError(f"kd teacher {file} has no '{MODEL_PREFIX}*' weights in its state_dict")
     in_chans = _in_chans(state)
     teacher = create_model(arch, num_classes, in_chans=in_chans)
     own = teacher.state_dict()

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from patchswap.runs import COMPILED_PREFIX, MODEL_PREFIX, clean_key
+
 __all__ = [
     "ModelBuilder",
     "available_models",
@@ -34,7 +36,7 @@ TIMM_PREFIX = "timm:"
 TORCHVISION_PREFIX = "torchvision:"
 
 # Checkpoint key prefixes left by wrappers: a LightningModule holding ``self.model`` and DataParallel.
-_WRAPPER_PREFIXES = ("model.", "module.")
+_WRAPPER_PREFIXES = (MODEL_PREFIX, "module.")
 # How many offending keys an error message lists before eliding the rest.
 _MAX_KEYS_SHOWN = 8
 
@@ -218,10 +220,10 @@ def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a local checkpoint into ``model`` in place (and return it).
 
     Accepts a bare state_dict, or a dict holding it under ``"state_dict"`` (Lightning) or ``"model"``;
-    a ``model.`` / ``module.`` prefix from wrapper modules is stripped. Tensors whose shape differs
-    from the model's (typically the classifier after a label-set change) are skipped with a warning;
-    any other missing or unexpected key is an error, because silently half-loading a backbone would
-    only show up as poor accuracy much later.
+    a ``model.`` / ``module.`` prefix from wrapper modules and torch.compile's ``_orig_mod.`` are
+    stripped. Tensors whose shape differs from the model's (typically the classifier after a
+    label-set change) are skipped with a warning; any other missing or unexpected key is an error,
+    because silently half-loading a backbone would only show up as poor accuracy much later.
     """
     file = Path(path).expanduser()
     if not file.is_file():
@@ -314,6 +316,8 @@ def _strip_wrapper_prefix(state: dict[str, torch.Tensor], model: nn.Module) -> d
                 )
             state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             stripped = True
+    if not any(COMPILED_PREFIX in k for k in own_keys):  # a torch.compile'd network's checkpoint
+        state = {clean_key(k): v for k, v in state.items()}
     return state
 
 

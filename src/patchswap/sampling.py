@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Sampler, Subset
 
+from patchswap.seeding import numpy_rng
+
 __all__ = ["ClassPairBatchSampler", "dataset_labels", "label_array"]
 
 _LABEL_ATTRS = ("targets", "labels", "_labels", "y")
@@ -235,7 +237,7 @@ class ClassPairBatchSampler(Sampler[list[int]]):
 
     # -- drawing -----------------------------------------------------------------------------
     def _rng(self, epoch: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, epoch])
+        return numpy_rng(self.seed, epoch)
 
     def _partners(self, anchors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         u = rng.random(len(anchors))

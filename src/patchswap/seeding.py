@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["derive_seed", "generator", "numpy_rng"]
+__all__ = ["SPLIT_BITS", "derive_seed", "generator", "numpy_rng"]
 
 _MASK64 = 0xFFFFFFFFFFFFFFFF
 
@@ -33,6 +33,11 @@ _MASK64 = 0xFFFFFFFFFFFFFFFF
 def _entropy(seed: int, keys: tuple[int, ...]) -> list[int]:
     # Negative seeds wrap modulo 2**64 (SeedSequence takes non-negative words only).
     return [int(seed) & _MASK64, *(int(k) for k in keys)]
+
+
+# Data splits, label noise and the dense scenes were drawn from 32-bit seeds from the start; a wider
+# seed would move images between train, val and test, so these streams keep this width.
+SPLIT_BITS = 32
 
 
 def derive_seed(seed: int, *keys: int, bits: int = 63) -> int:

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from ..seeding import SPLIT_BITS, derive_seed
 from . import sources  # noqa: F401  (registers the built-in datasets)
 from .bundle import DataBundle
 from .carve import carve_splits
 from .noise import LabelNoise, apply_label_noise
 from .registry import DatasetRequest, resolve_dataset
-from .splits import derive_seed
 
 __all__ = ["build_data"]
 
@@ -85,8 +85,8 @@ def _with_label_noise(bundle: DataBundle, noise: LabelNoise | None, split_seed: 
     if noise is None:
         return bundle
     seeds = {
-        "train": derive_seed(split_seed, _STAGE_NOISE_TRAIN),
-        "val": derive_seed(split_seed, _STAGE_NOISE_VAL),
+        "train": derive_seed(split_seed, _STAGE_NOISE_TRAIN, bits=SPLIT_BITS),
+        "val": derive_seed(split_seed, _STAGE_NOISE_VAL, bits=SPLIT_BITS),
     }
     for split, seed in seeds.items():
         setattr(

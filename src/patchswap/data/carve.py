@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .splits import derive_seed, stratified_split
+from ..seeding import SPLIT_BITS, derive_seed
+from .splits import stratified_split
 
 __all__ = ["SplitIndices", "carve_splits"]
 
@@ -88,9 +89,15 @@ def carve_splits(
     else:
         size = test_split if test_split is not None else default_test_split
         if size:
-            pool, test_idx = _carve(labels, pool, size, derive_seed(split_seed, STAGE_TEST), "test_split")
+            pool, test_idx = _carve(
+                labels, pool, size, derive_seed(split_seed, STAGE_TEST, bits=SPLIT_BITS), "test_split"
+            )
     if not has_val and val_split:
-        pool, val_idx = _carve(labels, pool, val_split, derive_seed(split_seed, STAGE_VAL), "val_split")
+        pool, val_idx = _carve(
+            labels, pool, val_split, derive_seed(split_seed, STAGE_VAL, bits=SPLIT_BITS), "val_split"
+        )
     if train_subset is not None:
-        pool = _subset_pool(labels, pool, train_subset, derive_seed(split_seed, STAGE_SUBSET))
+        pool = _subset_pool(
+            labels, pool, train_subset, derive_seed(split_seed, STAGE_SUBSET, bits=SPLIT_BITS)
+        )
     return SplitIndices(pool, val_idx, test_idx)

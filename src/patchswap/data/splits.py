@@ -16,10 +16,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from patchswap import seeding
 from patchswap.sampling import label_array
 
-__all__ = ["derive_seed", "labels_to_numpy", "resolve_split_size", "stratified_split"]
+__all__ = ["labels_to_numpy", "resolve_split_size", "stratified_split"]
 
 
 def labels_to_numpy(labels: torch.Tensor | np.ndarray | Sequence[int]) -> np.ndarray:
@@ -54,15 +53,6 @@ def resolve_split_size(size: float | int, n: int, *, name: str = "size") -> int:
             f"{name}={size!r} of {n} samples selects no samples: use a larger fraction or an integer count"
         )
     return count
-
-
-def derive_seed(seed: int, stage: int) -> int:
-    """Independent, reproducible seed for one split stage (test carve, val carve, train subset).
-
-    :func:`patchswap.seeding.derive_seed` of ``(seed, stage)`` at 32 bits, the width every split so far
-    was drawn with: changing it would move images between train, val and test.
-    """
-    return seeding.derive_seed(seed, stage, bits=32)
 
 
 def _allocate(counts: np.ndarray, k: int, rng: np.random.Generator, name: str) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
-from ..data.splits import derive_seed
+from ..seeding import SPLIT_BITS, derive_seed
 from .base import DenseDataset, Transforms, dominant_box_classes, dominant_mask_classes
 from .registry import DenseRequest, register_dense_dataset
 from .scenes import Scenes, load_mnist_scenes
@@ -64,8 +64,8 @@ def load_scenes(request: DenseRequest) -> DenseDataset:
     split, seed = request.split, request.seed
     stage_seed = {
         "train": seed,
-        "val": derive_seed(seed, _STAGE_SCENES_VAL),
-        "test": derive_seed(seed, _STAGE_SCENES_TEST),
+        "val": derive_seed(seed, _STAGE_SCENES_VAL, bits=SPLIT_BITS),
+        "test": derive_seed(seed, _STAGE_SCENES_TEST, bits=SPLIT_BITS),
     }[split]
     n = DEFAULT_SCENE_COUNTS[split] if request.scene_count is None else int(request.scene_count)
     scenes = load_mnist_scenes(request.data_dir, split, n, canvas=request.canvas, seed=stage_seed)

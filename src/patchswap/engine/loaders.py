@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from patchswap.data import DataBundle, TensorImageDataset
 from patchswap.sampling import ClassPairBatchSampler, dataset_labels
+from patchswap.seeding import numpy_rng
 
 __all__ = [
     "IGNORE_LABEL",
@@ -65,7 +66,7 @@ class ShuffledBatchSampler(Sampler[list[int]]):
         return per_rank // self.batch_size if self.drop_last else -(-per_rank // self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
+        rng = numpy_rng(self.seed, self.epoch)
         order = rng.permutation(self.num_samples) if self.shuffle else np.arange(self.num_samples)
         r = self.num_replicas
         if self.drop_last:

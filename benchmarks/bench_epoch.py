@@ -4,7 +4,7 @@ Both sides train the same resnet8 on the same images with 64 pairs per step (128
 the network) and the usual CIFAR augmentation (random crop with 4-pixel padding, horizontal flip,
 normalisation):
 
-* patchswap: ``patchswap.engine.run.train`` with ``--method ips`` (Lightning, in-memory uint8 data,
+* patchswap: ``patchswap.engine.train`` with ``--method ips`` (Lightning, in-memory uint8 data,
   augmentation and swap batched on the device, both views in one forward).
 * seed: the loop of the seed's example -- ``SameClassPairDataset`` over a per-item decoding dataset
   (uint8 array -> PIL -> torchvision transforms, as torchvision's CIFAR10 does), ``DataLoader(batch_size=64,
@@ -83,8 +83,8 @@ VARIANTS = {
 def patchswap_epoch(
     files: list[Path], images: int | None, batch: int, variant: dict[str, str]
 ) -> tuple[float, float, int]:
+    from patchswap.engine import train
     from patchswap.engine.config import load_config
-    from patchswap.engine.run import train
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {

@@ -90,8 +90,8 @@ def subprocess_env():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_overrides):
     """One finished tiny IPS run (seed 0): ``(run_dir, summary)``. Tests must not touch its checkpoints."""
+    from patchswap.engine import train
     from patchswap.engine.config import load_config
-    from patchswap.engine.run import train
 
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
     with _one_thread():

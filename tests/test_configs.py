@@ -53,7 +53,7 @@ TRANSFER_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "tr
 
 @pytest.mark.parametrize("path", TRANSFER_CONFIGS, ids=lambda p: p.name)
 def test_transfer_recipe_loads(path):
-    from patchswap.engine.transfer import load_transfer_config
+    from patchswap.engine import load_transfer_config
 
     cfg = load_transfer_config([path])
     assert cfg.data.name.startswith("voc") and cfg.trainer.accelerator == "gpu"

@@ -301,8 +301,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from patchswap.engine import resume, train
     from patchswap.engine.config import load_config
-    from patchswap.engine.run import resume, train
 
     overrides = _overrides(args)
     if args.resume:
@@ -319,29 +319,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 _SUITE_FLAGS = ("eps", "pgd_steps", "corruptions", "severities", "max_images", "seed", "out")
 
 
-def _keep_freed_memory() -> None:
-    """Ask glibc to keep freed memory for reuse instead of returning it to the OS after every batch.
-
-    The suite allocates and frees the same large tensors hundreds of thousands of times; with glibc's
-    defaults each round trip costs fresh page faults (a third of the CPU time of a forward pass on a
-    small model). Linux/glibc only; elsewhere nothing happens.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-        libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)
-        libc.mallopt(m_trim_threshold, 2**31 - 1)
-        libc.mallopt(m_top_pad, 256 * 1024 * 1024)
-    except (OSError, AttributeError):
-        pass
-
-
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from patchswap.engine.run import evaluate
+    from patchswap.engine import evaluate
+    from patchswap.engine.harness import keep_freed_memory
 
     overrides = _parse_sets(args.set)
     if not args.suite:
@@ -353,7 +333,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from patchswap.evaluation.suite import SuiteOptions
 
-    _keep_freed_memory()
+    keep_freed_memory()
     opts: dict[str, Any] = {"parts": args.suite}
     for flag in ("eps", "pgd_steps", "corruptions", "severities", "max_images", "seed"):
         if getattr(args, flag) is not None:
@@ -383,7 +363,7 @@ _REPORT_NAMES = {"eval.json", "eval.md", "reliability.png", "adversarial.png", "
 
 
 def _cmd_transfer(args: argparse.Namespace) -> int:
-    from patchswap.engine.transfer import (
+    from patchswap.engine import (
         evaluate_transfer,
         load_transfer_config,
         resume_transfer,
@@ -463,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from patchswap.data import DatasetNotFoundError
     from patchswap.engine.config import ConfigError
-    from patchswap.engine.run import RunError
+    from patchswap.engine.harness import RunError
     from patchswap.runs import CheckpointError
 
     handlers = {

@@ -19,8 +19,8 @@ from patchswap.dense.methods import (
     create_dense_method,
     dense_method_class,
 )
+from patchswap.engine import load_transfer_config
 from patchswap.engine.config import ConfigError
-from patchswap.engine.transfer import load_transfer_config
 from patchswap.ips_options import DistillOptions, SwapOptions
 from patchswap.methods import create_method
 

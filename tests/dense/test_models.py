@@ -165,8 +165,8 @@ def test_load_backbone_by_model_name():
 
 
 def test_load_backbone_from_a_real_training_run(tmp_path, tiny_overrides, single_thread):
+    from patchswap.engine import train
     from patchswap.engine.config import load_config
-    from patchswap.engine.run import train
 
     run = tmp_path / "run"
     overrides = tiny_overrides(

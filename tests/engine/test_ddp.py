@@ -89,7 +89,7 @@ def test_eval_metrics_ignore_padding():
 def test_two_process_ddp_run_trains_checkpoints_once_and_evaluates_the_same_in_one_process(
     tmp_path, tiny_argv, subprocess_env
 ):
-    from patchswap.engine.run import evaluate
+    from patchswap.engine import evaluate
 
     run_dir = tmp_path / "ddp"
     argv = tiny_argv(run_dir, trainer__epochs="2", data__train_subset="320")

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from patchswap.engine.config import load_config
-from patchswap.engine.run import _build_bundle
+from patchswap.engine.training import build_bundle
 from patchswap.evaluation.adversarial import PixelModel
 from patchswap.models import create_model
 
@@ -21,7 +21,7 @@ def tiny_eval(tiny_run) -> SimpleNamespace:
     """The tiny run's best network in eval mode, its PixelModel, and its uint8 test images."""
     run_dir, summary = tiny_run
     cfg = load_config([Path(run_dir) / "config.yaml"])
-    bundle = _build_bundle(cfg)
+    bundle = build_bundle(cfg)
     model = create_model(cfg.model.name, bundle.num_classes, in_chans=bundle.in_chans)
     model.load_state_dict(load_file(Path(run_dir) / "checkpoints" / "best.safetensors"))
     model.eval()

@@ -13,8 +13,9 @@ from PIL import Image
 
 from patchswap.data import LabelNoise, build_data, noisy_labels, realised_noise_rate
 from patchswap.data.noise import CIFAR10_CLASSES, NoisyLabelDataset, asymmetric_targets
+from patchswap.engine import train
 from patchswap.engine.config import load_config
-from patchswap.engine.run import _build_bundle, train
+from patchswap.engine.training import build_bundle
 
 
 def _labels(per_class: int, k: int) -> np.ndarray:
@@ -99,7 +100,7 @@ def test_every_training_seed_sees_the_same_noisy_labels(tmp_path):
             None,
             {"data.label_noise": "asymmetric:0.3", "trainer.seed": seed, "data.split_seed": split_seed},
         )
-        return _build_bundle(cfg)
+        return build_bundle(cfg)
 
     a, b, c = bundle("0"), bundle("7"), bundle("0", split_seed="1")
     assert torch.equal(a.train.targets, b.train.targets)

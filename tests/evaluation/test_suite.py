@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from patchswap.cli import main
-from patchswap.engine.run import evaluate
+from patchswap.engine import evaluate
 from patchswap.evaluation.corruptions import CORRUPTIONS
 from patchswap.evaluation.suite import (
     ImageSource,

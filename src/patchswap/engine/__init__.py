@@ -10,14 +10,15 @@ from typing import Any
 
 # name -> module of the engine that defines it
 _EXPORTS = {
+    "RunError": "patchswap.engine.harness",
     "load_config": "patchswap.engine.config",
-    "train": "patchswap.engine.run",
-    "resume": "patchswap.engine.run",
-    "evaluate": "patchswap.engine.run",
-    "load_transfer_config": "patchswap.engine.transfer",
-    "train_transfer": "patchswap.engine.transfer",
-    "resume_transfer": "patchswap.engine.transfer",
-    "evaluate_transfer": "patchswap.engine.transfer",
+    "train": "patchswap.engine.training",
+    "resume": "patchswap.engine.training",
+    "evaluate": "patchswap.engine.evaluating",
+    "load_transfer_config": "patchswap.engine.dense_training",
+    "train_transfer": "patchswap.engine.dense_training",
+    "resume_transfer": "patchswap.engine.dense_training",
+    "evaluate_transfer": "patchswap.engine.dense_training",
 }
 
 __all__ = sorted(_EXPORTS)

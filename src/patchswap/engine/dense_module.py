@@ -21,7 +21,8 @@ from torch import nn
 from patchswap.dense.methods import IGNORE_INDEX, DenseBatch, DenseMethod
 from patchswap.dense.metrics import DetectionMetrics, SegmentationMetrics
 from patchswap.engine.config import OptimSection
-from patchswap.engine.module import SeededTraining, configure_optimization
+from patchswap.engine.optimization import configure_optimization
+from patchswap.engine.seeded import SeededTraining
 
 __all__ = ["IGNORE_INDEX", "DenseModule", "score_key"]
 

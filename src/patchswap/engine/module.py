@@ -1,17 +1,14 @@
-"""The LightningModule: device-side augmentation, the method's step, metrics and the lr schedule.
+"""The classification LightningModule: device-side augmentation, the method's step, exact eval metrics.
 
-Randomness is re-derived from (seed, epoch) at the start of every epoch -- the augmentation and swap
-generator, the global RNG (dropout) and the batch sampler -- so a run resumed from an epoch-end
-checkpoint continues exactly as the uninterrupted run would have.
+Its randomness comes from :mod:`patchswap.engine.seeded`, its optimizer from
+:mod:`patchswap.engine.optimization`.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,58 +18,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibratio
 from patchswap.data import DeviceAugment
 from patchswap.engine.config import OptimSection
 from patchswap.engine.loaders import IGNORE_LABEL
+from patchswap.engine.optimization import configure_optimization
+from patchswap.engine.seeded import SeededTraining
 from patchswap.methods import Method, MethodBatch
-from patchswap.seeding import derive_seed, generator
 
-__all__ = [
-    "ClassifierModule",
-    "configure_optimization",
-    "lr_factor",
-    "seed_step",
-    "start_epoch_randomness",
-]
-
-
-# The streams of a training run, named (seed, epoch, purpose[, step]) (see patchswap.seeding).
-_EPOCH_GLOBAL = 0  # torch's global RNG at the start of an epoch
-_EPOCH_AUGMENT = 1  # the epoch's generator for device-side augmentation and swaps
-_STEP_GLOBAL = 2  # torch's global RNG for one training step (dropout, stochastic depth)
-
-
-def start_epoch_randomness(module: L.LightningModule, seed: int) -> torch.Generator:
-    """Re-derive an epoch's randomness from (seed, epoch): the batch sampler's order, the global RNG
-    (dropout) and a fresh generator for augmentation and swaps (returned), so a resumed run continues
-    exactly as the uninterrupted one would have."""
-    epoch = module.current_epoch
-    sampler = getattr(getattr(module.trainer, "datamodule", None), "train_sampler", None)
-    if sampler is not None:
-        sampler.set_epoch(epoch)
-    torch.manual_seed(derive_seed(seed, epoch, _EPOCH_GLOBAL))
-    return generator(seed, epoch, _EPOCH_AUGMENT, device=module.device)
-
-
-def seed_step(module: L.LightningModule, seed: int, batch_idx: int) -> None:
-    """Seed the global RNG (dropout, stochastic depth) for one training step from (seed, epoch, step).
-
-    Per step rather than per epoch: the DataLoader draws from the global RNG when it makes its
-    iterator, at a moment that differs between a fresh and a resumed run.
-    """
-    torch.manual_seed(derive_seed(seed, module.current_epoch, _STEP_GLOBAL, batch_idx))
-
-
-def lr_factor(optim: OptimSection, step: int, steps_per_epoch: int, epochs: int) -> float:
-    """Multiplier of the base lr at an optimizer step (per-step schedules, epoch-based milestones)."""
-    epoch_f = step / max(1, steps_per_epoch)
-    warm = optim.warmup_epochs
-    if warm and epoch_f < warm:
-        return (step + 1) / (warm * steps_per_epoch)
-    if optim.schedule == "cosine":
-        span = max(1e-8, epochs - warm)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (epoch_f - warm) / span)))
-    if optim.schedule == "multistep":
-        passed = sum(1 for m in optim.milestones if int(epoch_f) >= m)
-        return optim.lr_decay**passed
-    return 1.0
+__all__ = ["ClassifierModule"]
 
 
 class _EvalMetrics(nn.Module):
@@ -93,31 +43,6 @@ class _EvalMetrics(nn.Module):
         self.ece.update(logits.softmax(1), y)
         nll = F.cross_entropy(logits, y.clamp(min=0), reduction="none")
         self.nll.update(nll, weight=keep.float())
-
-
-class SeededTraining(L.LightningModule):
-    """Epoch hooks shared by the training modules: (seed, epoch, step)-derived randomness and a clock.
-
-    Subclasses set ``self.seed`` and count ``self._epoch_images``; ``self._generator`` is the epoch's
-    generator for augmentation and swaps.
-    """
-
-    seed: int
-    _generator: torch.Generator | None = None
-    _epoch_images: int = 0
-    _epoch_t0: float = 0.0
-
-    def on_train_epoch_start(self) -> None:
-        self._generator = start_epoch_randomness(self, self.seed)
-        self._epoch_images = 0
-        self._epoch_t0 = time.perf_counter()
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        seed_step(self, self.seed, batch_idx)
-
-    def epoch_throughput(self) -> tuple[int, float]:
-        """Images trained on and seconds spent so far in the current epoch (this process)."""
-        return self._epoch_images, time.perf_counter() - self._epoch_t0
 
 
 class ClassifierModule(SeededTraining):
@@ -207,22 +132,3 @@ class ClassifierModule(SeededTraining):
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         return configure_optimization(self.optim_cfg, self.model, self.trainer)
-
-
-def configure_optimization(o: OptimSection, model: nn.Module, trainer: L.Trainer) -> dict[str, Any]:
-    """Optimizer and per-step lr schedule of ``model``'s trainable parameters (Lightning's format)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if o.optimizer == "sgd":
-        opt = torch.optim.SGD(
-            params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
-        )
-    else:
-        opt = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    epochs = trainer.max_epochs or 1
-    total = max(1, int(trainer.estimated_stepping_batches))
-    per_epoch = max(1, total // epochs)
-    if o.schedule == "onecycle":
-        sched: Any = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=total)
-    else:
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(o, step, per_epoch, epochs))
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -28,11 +28,11 @@ def draw_pairs(cfg: Any, *, pairs: int = 8, out: str | Path = "pairs.png", scale
     """Write the picture of ``pairs`` pairs of ``cfg``'s data to ``out`` (``scale`` 0: about 96 px a tile)."""
     from torchvision.utils import make_grid, save_image
 
-    from patchswap.engine.run import _build_bundle
+    from patchswap.engine.training import build_bundle
     from patchswap.methods import create_method
     from patchswap.sampling import ClassPairBatchSampler, dataset_labels
 
-    bundle = _build_bundle(cfg)
+    bundle = build_bundle(cfg)
     ips = create_method("ips", **dataclasses.asdict(cfg.methods["ips"]))
     sampler = ClassPairBatchSampler(
         dataset_labels(bundle.train), pairs, seed=cfg.trainer.seed, drop_last=False

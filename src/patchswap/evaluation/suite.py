@@ -13,7 +13,7 @@ normalisation statistics, runs the requested parts and returns one flat, stable 
 
 :func:`write_reports` turns it into ``eval.json``, ``eval.md`` and the plots ``reliability.png``,
 ``adversarial.png`` and ``corruptions.png``. Loading a checkpoint and its data is the engine's job
-(``patchswap.engine.run.evaluate(..., suite=...)``); this module only needs torch.
+(``patchswap.engine.evaluate(..., suite=...)``); this module only needs torch.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from patchswap.engine import RunError, evaluate, resume, train
 from patchswap.engine.config import load_config
-from patchswap.engine.run import RunError, evaluate, resume, train
 from patchswap.models import create_model
 from patchswap.runs import CheckpointError, load_checkpoint, resolve_run_path
 
@@ -272,13 +272,17 @@ def test_a_run_validating_every_second_epoch_resumes_from_the_last_epoch_end(
 
 def test_one_seed_starts_every_method_from_the_same_weights(tiny_overrides, tmp_path):
     """What makes a per-seed (paired) comparison of methods meaningful in compare's report."""
-    from patchswap.engine.run import _Run
+    from patchswap.engine.training import ClassificationRun
 
     states = {}
     for method in ("ce", "ips", "cskd", "label_smoothing"):
-        run = _Run(load_config(None, tiny_overrides(tmp_path / method, method=method, trainer__seed="3")))
+        run = ClassificationRun(
+            load_config(None, tiny_overrides(tmp_path / method, method=method, trainer__seed="3"))
+        )
         states[method] = run.model.state_dict()
     for state in states.values():
         _assert_same_tensors(states["ce"], state)
-    other = _Run(load_config(None, tiny_overrides(tmp_path / "s4", trainer__seed="4"))).model.state_dict()
+    other = ClassificationRun(
+        load_config(None, tiny_overrides(tmp_path / "s4", trainer__seed="4"))
+    ).model.state_dict()
     assert not torch.equal(other["conv1.weight"], states["ce"]["conv1.weight"])

@@ -10,9 +10,14 @@ import torch
 from safetensors.torch import load_file
 
 from patchswap.cli import main
+from patchswap.engine import (
+    RunError,
+    evaluate_transfer,
+    load_transfer_config,
+    resume_transfer,
+    train_transfer,
+)
 from patchswap.engine.config import ConfigError
-from patchswap.engine.run import RunError
-from patchswap.engine.transfer import evaluate_transfer, load_transfer_config, resume_transfer, train_transfer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -90,8 +95,8 @@ def test_evaluate_reproduces_the_test_score(segment_ips_run):
 def test_evaluate_needs_only_the_transfer_checkpoint(segment_ips_run, tmp_path):
     """A transfer checkpoint names its backbone's architecture, so it evaluates after the backbone's run
     directory is gone (here: its recorded path points nowhere)."""
-    from patchswap.engine.transfer import BACKBONE_KEY, CONFIG_KEY
-    from patchswap.runs import load_checkpoint
+    from patchswap.runs import BACKBONE_KEY, load_checkpoint
+    from patchswap.runs import TRANSFER_CONFIG_KEY as CONFIG_KEY
 
     run_dir, summary = segment_ips_run
     ckpt = load_checkpoint(run_dir / "checkpoints" / "best.ckpt")

@@ -1,0 +1,161 @@
+"""``patchswap eval``: a run's checkpoint on its val or test split, plainly or with the evaluation suite."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from patchswap.engine.config import ConfigError, RunConfig, apply_mapping
+from patchswap.engine.harness import RunError, quiet_lightning, resolve_device, split_metrics
+from patchswap.engine.training import ClassificationRun
+from patchswap.runs import (
+    CONFIG_KEY,
+    CheckpointError,
+    load_checkpoint,
+    locate_checkpoint,
+    network_state,
+    run_dir_of,
+)
+
+__all__ = ["evaluate"]
+
+
+def _locate(target: str | Path) -> tuple[Path, Path | None]:
+    """(checkpoint, run_dir) from a run directory or a checkpoint path."""
+    ckpt_path = locate_checkpoint(target)
+    return ckpt_path, run_dir_of(ckpt_path)
+
+
+def _load_model_weights(model: torch.nn.Module, state_dict: dict[str, Any]) -> None:
+    """The network's weights from a Lightning checkpoint (see :func:`patchswap.runs.network_state`)."""
+    model.load_state_dict(network_state(state_dict))
+
+
+def evaluate(
+    target: str | Path,
+    *,
+    split: str = "test",
+    overrides: dict[str, str] | None = None,
+    suite: str | list[str] | tuple[str, ...] | None = None,
+    options: Any = None,
+    out_dir: str | Path | None = None,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on its run's ``val`` or ``test`` split; returns the results as a dict.
+
+    Without ``suite``: accuracy, NLL and ECE (written to ``RUN_DIR/eval-<split>.json``). With ``suite``
+    (``"all"`` or some of calibration, fgsm, pgd, corruptions; ``options`` a
+    :class:`~patchswap.evaluation.suite.SuiteOptions`): the evaluation suite, written as eval.json,
+    eval.md and plots to ``out_dir`` (default: the run directory, or the checkpoint's folder; for the
+    val split a subfolder ``eval-val``).
+    """
+    if split not in ("val", "test"):
+        raise ConfigError(f"split must be val or test, got {split!r}")
+    ckpt_path, run_dir = _locate(target)
+    ckpt = load_checkpoint(ckpt_path)
+    if CONFIG_KEY not in ckpt:
+        raise CheckpointError(f"{ckpt_path} carries no patchswap config; was it written by patchswap train?")
+    cfg = RunConfig()
+    apply_mapping(cfg, ckpt[CONFIG_KEY], str(ckpt_path))
+    for key, text in (overrides or {}).items():
+        cfg.set(key, text, from_text=True)
+    cfg.trainer.progress_bar = False
+    run = ClassificationRun(cfg)
+    dataset = run.bundle.val if split == "val" else run.bundle.test
+    if dataset is None:
+        raise RunError(f"the run's data has no {split} split (data.{split}_split); pass --data.{split}_split")
+    if suite:
+        return _evaluate_suite(run, ckpt, ckpt_path, run_dir, dataset, split, suite, options, out_dir, log)
+    t0 = time.perf_counter()
+    with quiet_lightning():
+        evaluator = run.trainer(None, fit=False)
+        if split == "val":
+            res = split_metrics(
+                evaluator.validate(
+                    run.module, datamodule=run.datamodule, ckpt_path=str(ckpt_path), verbose=False
+                ),
+                "val",
+            )
+        else:
+            res = split_metrics(
+                evaluator.test(
+                    run.module, datamodule=run.datamodule, ckpt_path=str(ckpt_path), verbose=False
+                ),
+                "test",
+            )
+    result = {
+        "checkpoint": str(ckpt_path),
+        "split": split,
+        "images": len(dataset),  # type: ignore[arg-type]
+        "seconds": round(time.perf_counter() - t0, 2),
+        **res,
+    }
+    if run_dir is not None:
+        (run_dir / f"eval-{split}.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _evaluate_suite(
+    run: ClassificationRun,
+    ckpt: dict[str, Any],
+    ckpt_path: Path,
+    run_dir: Path | None,
+    dataset: Any,
+    split: str,
+    suite: str | list[str] | tuple[str, ...],
+    options: Any,
+    out_dir: str | Path | None,
+    log: Any,
+) -> dict[str, Any]:
+    """The evaluation suite on the checkpoint's network and split (see :mod:`patchswap.evaluation.suite`)."""
+    from patchswap.evaluation.suite import ImageSource, SuiteOptions, run_suite, write_reports
+
+    cfg, bundle = run.cfg, run.bundle
+    options = dataclasses.replace(options or SuiteOptions(), parts=suite)
+    if options.batch_size is None:
+        options = dataclasses.replace(options, batch_size=cfg.data.eval_batch_size)
+    device = resolve_device(cfg.trainer.accelerator)
+    model = run.model
+    _load_model_weights(model, ckpt["state_dict"])
+    model = model.to(device).eval()
+    if cfg.model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    source = ImageSource(
+        dataset,
+        max_images=options.max_images,
+        seed=options.seed,
+        num_workers=0 if bundle.in_memory else cfg.data.num_workers,
+    )
+    t0 = time.perf_counter()
+    res = run_suite(
+        model,
+        source,
+        mean=bundle.mean,
+        std=bundle.std,
+        options=options,
+        device=device,
+        channels_last=cfg.model.channels_last,
+        log=log,
+    )
+    result = {
+        "checkpoint": str(ckpt_path),
+        "split": split,
+        "data": bundle.describe(),
+        "model": cfg.model.name,
+        "method": cfg.method,
+        "device": str(device),
+        **res,
+        "total_seconds": round(time.perf_counter() - t0, 2),
+    }
+    where = Path(out_dir) if out_dir is not None else (run_dir if run_dir is not None else ckpt_path.parent)
+    if out_dir is None and split == "val":
+        where = where / "eval-val"
+    title = f"{cfg.method} | {cfg.model.name} | {split}"
+    result = write_reports(result, where, title=title)
+    result["out_dir"] = str(where)
+    return result

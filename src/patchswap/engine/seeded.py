@@ -1,0 +1,70 @@
+"""Training randomness derived from (seed, epoch, step), shared by the classification and dense modules.
+
+Randomness is re-derived at the start of every epoch -- the augmentation and swap generator, the
+global RNG (dropout) and the batch sampler -- and the global RNG again at every step, so a run
+resumed from a checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+
+from patchswap.seeding import derive_seed, generator
+
+__all__ = ["SeededTraining", "seed_step", "start_epoch_randomness"]
+
+
+# The streams of a training run, named (seed, epoch, purpose[, step]) (see patchswap.seeding).
+_EPOCH_GLOBAL = 0  # torch's global RNG at the start of an epoch
+_EPOCH_AUGMENT = 1  # the epoch's generator for device-side augmentation and swaps
+_STEP_GLOBAL = 2  # torch's global RNG for one training step (dropout, stochastic depth)
+
+
+def start_epoch_randomness(module: L.LightningModule, seed: int) -> torch.Generator:
+    """Re-derive an epoch's randomness from (seed, epoch): the batch sampler's order, the global RNG
+    (dropout) and a fresh generator for augmentation and swaps (returned), so a resumed run continues
+    exactly as the uninterrupted one would have."""
+    epoch = module.current_epoch
+    sampler = getattr(getattr(module.trainer, "datamodule", None), "train_sampler", None)
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+    torch.manual_seed(derive_seed(seed, epoch, _EPOCH_GLOBAL))
+    return generator(seed, epoch, _EPOCH_AUGMENT, device=module.device)
+
+
+def seed_step(module: L.LightningModule, seed: int, batch_idx: int) -> None:
+    """Seed the global RNG (dropout, stochastic depth) for one training step from (seed, epoch, step).
+
+    Per step rather than per epoch: the DataLoader draws from the global RNG when it makes its
+    iterator, at a moment that differs between a fresh and a resumed run.
+    """
+    torch.manual_seed(derive_seed(seed, module.current_epoch, _STEP_GLOBAL, batch_idx))
+
+
+class SeededTraining(L.LightningModule):
+    """Epoch hooks shared by the training modules: (seed, epoch, step)-derived randomness and a clock.
+
+    Subclasses set ``self.seed`` and count ``self._epoch_images``; ``self._generator`` is the epoch's
+    generator for augmentation and swaps.
+    """
+
+    seed: int
+    _generator: torch.Generator | None = None
+    _epoch_images: int = 0
+    _epoch_t0: float = 0.0
+
+    def on_train_epoch_start(self) -> None:
+        self._generator = start_epoch_randomness(self, self.seed)
+        self._epoch_images = 0
+        self._epoch_t0 = time.perf_counter()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        seed_step(self, self.seed, batch_idx)
+
+    def epoch_throughput(self) -> tuple[int, float]:
+        """Images trained on and seconds spent so far in the current epoch (this process)."""
+        return self._epoch_images, time.perf_counter() - self._epoch_t0

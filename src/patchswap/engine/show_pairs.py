@@ -29,11 +29,11 @@ def draw_pairs(cfg: Any, *, pairs: int = 8, out: str | Path = "pairs.png", scale
     from torchvision.utils import make_grid, save_image
 
     from patchswap.engine.training import build_bundle
-    from patchswap.methods import create_method
+    from patchswap.methods import method_class
     from patchswap.sampling import ClassPairBatchSampler, dataset_labels
 
     bundle = build_bundle(cfg)
-    ips = create_method("ips", **dataclasses.asdict(cfg.methods["ips"]))
+    ips = method_class("ips")(dataclasses.replace(cfg.methods["ips"]))
     sampler = ClassPairBatchSampler(
         dataset_labels(bundle.train), pairs, seed=cfg.trainer.seed, drop_last=False
     )

@@ -33,7 +33,7 @@ from patchswap.engine.harness import (
 from patchswap.engine.loaders import PatchswapDataModule
 from patchswap.engine.module import ClassifierModule
 from patchswap.evaluation.plots import plot_training_curves
-from patchswap.methods import create_method
+from patchswap.methods import method_class
 from patchswap.models import create_model
 from patchswap.runs import (
     CONFIG_KEY,
@@ -79,11 +79,11 @@ class ClassificationRun:
         )
         if cfg.model.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.method = create_method(
-            cfg.method,
+        # The config's own Options object (a copy: a method never changes the config it came from).
+        self.method = method_class(cfg.method)(
+            dataclasses.replace(cfg.method_options),
             num_classes=b.num_classes,
             num_samples=len(b.train),  # type: ignore[arg-type]
-            **dataclasses.asdict(cfg.method_options),
         )
         net = torch.compile(self.model) if cfg.model.compile else self.model
         self.module = ClassifierModule(

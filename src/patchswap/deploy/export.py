@@ -493,7 +493,7 @@ def format_export(r: ExportReport) -> str:
         f"output   {m['output']}",
         f"classes  {m['num_classes']}: {', '.join(m['classes'][:10])}"
         + (" ..." if m["num_classes"] > 10 else ""),
-        f"temperature {m['temperature'] if m['temperature'] is not None else 'none (not calibrated)'}",
+        "temperature " + (f"{m['temperature']:.4f}" if m["temperature"] else "none (not calibrated)"),
     ]
     check = f"max |logit diff| {r.max_abs_diff:.3g} on {r.held_images} held images " + (
         f"(tolerance {r.tolerance:.3g}): {'OK' if r.verified else 'FAILED'}" if r.tolerance else "(quantized)"

@@ -97,3 +97,36 @@ def test_predict_from_the_command_line(deploy_run_dir, image_files, tmp_path, ca
     assert main(args) == 0
     data = json.loads(out_file.read_text())
     assert len(data["predictions"]) == 5 and all(len(p["classes"]) == 2 for p in data["predictions"])
+
+
+def test_folder_runs_use_the_folder_eval_transform_in_rgb(tmp_path):
+    """An image-folder run (RGB, resize + centre crop): predict sees what evaluation sees."""
+    from patchswap.data import build_data
+    from patchswap.deploy import LoadedRun
+    from patchswap.models import create_model
+
+    rng = torch.Generator().manual_seed(0)
+    files = []
+    for split in ("train", "test"):
+        for cls in ("cat", "dog"):
+            for i in range(2):
+                path = tmp_path / "data" / split / cls / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pixels = torch.randint(0, 256, (40 + 8 * i, 56, 3), dtype=torch.uint8, generator=rng)
+                Image.fromarray(pixels.numpy()).save(path)
+                files.append(path)
+    gray = tmp_path / "gray.png"
+    Image.open(files[0]).convert("L").save(gray)
+    bundle = build_data(f"folder:{tmp_path / 'data'}", image_size=16, val_split=0)
+    torch.manual_seed(0)
+    model = create_model("resnet8", 2, in_chans=3).eval()
+    run = LoadedRun(tmp_path / "none.ckpt", None, {}, model, bundle, torch.device("cpu"))
+    test_files = [f for f in files if "test" in f.parts]
+    preds = predict(run, [*test_files, gray], top_k=2, temperature=None)
+    images = torch.stack([bundle.test[i][0] for i in range(len(bundle.test))])
+    want = run.logits(images).double().softmax(1)
+    order = [str(p) for p, _ in bundle.test.samples]
+    for p in preds[:-1]:
+        row = want[order.index(p.path)]
+        assert p.probabilities == pytest.approx(row.sort(descending=True).values.tolist(), abs=1e-5)
+    assert preds[-1].error is None and len(preds[-1].classes) == 2, "grayscale files become RGB"

@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "patchswap"
 # torch (and numpy, yaml, safetensors) only: the op, loss and sampler, their options, seeding, the run
 # format and the config machinery that every layer may use
 CORE = ("ops", "losses", "sampling", "ips_options", "seeding", "runs", "config_base")
-LIBRARY = ("methods", "models", "data", "evaluation", "dense")  # used by the engine, never using it
+LIBRARY = ("methods", "models", "data", "evaluation", "dense", "deploy")  # used by the engine, never using it
 APP = ("engine", "study", "cli")
 
 
@@ -79,7 +79,7 @@ def test_the_library_never_imports_the_engine_the_studies_or_the_cli(part):
     assert _offending(_modules(part), tuple(f"patchswap.{p}" for p in APP)) == []
 
 
-@pytest.mark.parametrize("part", ["methods", "dense", "data", "models", "evaluation"])
+@pytest.mark.parametrize("part", ["methods", "dense", "data", "models", "evaluation", "deploy"])
 def test_methods_and_dense_parts_run_without_lightning(part):
     # A method (or a dense method) runs in a plain training loop: Lightning is the engine's business.
     assert _offending(_modules(part), ("lightning", "pytorch_lightning")) == []

@@ -1,0 +1,164 @@
+"""A trained run, ready for inference: its network (weights loaded, eval mode), data and transforms.
+
+:func:`load_run` reads a run directory (or one of its checkpoints) without the engine: the config
+stored in the checkpoint (else ``config.yaml`` beside it) rebuilds the data bundle with
+:func:`~patchswap.data.build_data` -- the same splits, class names and normalisation as training --
+and the network with :func:`~patchswap.models.create_model`. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from patchswap.data import DataBundle, build_data
+from patchswap.models import create_model
+
+from .runfiles import (
+    CONFIG_KEY,
+    CheckpointError,
+    load_checkpoint,
+    locate_checkpoint,
+    network_state,
+    run_config_beside,
+    run_dir_of,
+)
+
+__all__ = ["DeployError", "LoadedRun", "build_run_data", "load_run", "resolve_device"]
+
+
+class DeployError(RuntimeError):
+    """A run cannot be calibrated, used for prediction or exported as asked."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto``/None: CUDA when present, else CPU; anything else as torch reads it."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def build_run_data(config: dict[str, Any]) -> DataBundle:
+    """The run's data bundle from its config's ``data`` section (the arguments the engine passes)."""
+    d = config.get("data") or {}
+    try:
+        return build_data(
+            d.get("name", "digits"),
+            data_dir=d.get("data_dir"),
+            download=bool(d.get("download", False)),
+            val_split=d.get("val_split", 0.1),
+            test_split=d.get("test_split"),
+            split_seed=int(d.get("split_seed", 0)),
+            train_subset=d.get("train_subset"),
+            image_size=d.get("image_size"),
+            label_noise=d.get("label_noise"),
+        )
+    except (OSError, ValueError) as e:
+        raise DeployError(
+            f"cannot rebuild the run's data {d.get('name')!r} (data_dir {d.get('data_dir')!r}): {e}; the "
+            "class names, image size and normalisation come from it"
+        ) from e
+
+
+@dataclass
+class LoadedRun:
+    """A run's network in eval mode on ``device``, with the data bundle it was trained on."""
+
+    checkpoint: Path
+    run_dir: Path | None
+    config: dict[str, Any]
+    model: nn.Module
+    bundle: DataBundle
+    device: torch.device
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.bundle.classes)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.bundle.image_size)  # type: ignore[return-value]
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.bundle.in_chans)
+
+    @property
+    def model_name(self) -> str:
+        return str((self.config.get("model") or {}).get("name", "?"))
+
+    @property
+    def method(self) -> str:
+        return str(self.config.get("method", "?"))
+
+    def split(self, name: str) -> Any:
+        """The ``train``/``val``/``test`` dataset, or a :class:`DeployError` if the run has none."""
+        ds = getattr(self.bundle, name, None)
+        if ds is None:
+            raise DeployError(f"the run's data has no {name} split (data.{name}_split)")
+        return ds
+
+    @torch.inference_mode()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Uncalibrated logits of uint8 ``[N, C, H, W]`` images (the run's eval normalisation)."""
+        x = self.bundle.eval_augment(images.to(self.device))
+        return self.model(x).float()
+
+    def batches(
+        self, split: str, batch_size: int = 256, max_images: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(uint8 images, labels)`` of a split in order (the first ``max_images`` when given)."""
+        from patchswap.evaluation.suite import ImageSource
+
+        ds = self.split(split)
+        n = len(ds)
+        source = ImageSource(ds, num_workers=0 if self.bundle.in_memory else 2)
+        if max_images is not None and max_images < n:
+            source.indices = source.indices[:max_images]
+        yield from source.batches(batch_size)
+
+    def split_logits(
+        self, split: str, batch_size: int = 256, max_images: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Uncalibrated logits ``[N, K]`` (CPU, float32) and labels ``[N]`` of a whole split."""
+        outs, labels = [], []
+        for x, y in self.batches(split, batch_size, max_images):
+            outs.append(self.logits(x).cpu())
+            labels.append(torch.as_tensor(y).long().cpu())
+        return torch.cat(outs), torch.cat(labels)
+
+
+def _run_config(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    cfg = ckpt.get(CONFIG_KEY)
+    if isinstance(cfg, dict):
+        return cfg
+    beside = run_config_beside(path)
+    if beside is None:
+        raise CheckpointError(
+            f"{path} carries no patchswap config and no config.yaml is beside it; was it written by "
+            "patchswap train?"
+        )
+    return beside
+
+
+def load_run(target: str | Path, *, device: str | torch.device | None = "cpu") -> LoadedRun:
+    """The run at ``target`` (a run directory: its best, else last checkpoint; or a ``.ckpt`` file)."""
+    path = locate_checkpoint(target)
+    ckpt = load_checkpoint(path)
+    config = _run_config(ckpt, path)
+    bundle = build_run_data(config)
+    model_cfg = config.get("model") or {}
+    model = create_model(model_cfg.get("name", "resnet8"), bundle.num_classes, in_chans=bundle.in_chans)
+    weights = network_state(ckpt["state_dict"])
+    if not weights:
+        raise CheckpointError(f"{path} holds no network weights (no 'model.' keys in its state_dict)")
+    model.load_state_dict(weights)
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    bundle.eval_augment = bundle.eval_augment.to(dev)
+    return LoadedRun(path, run_dir_of(path), config, model, bundle, dev)

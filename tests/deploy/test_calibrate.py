@@ -115,3 +115,18 @@ def test_calibrate_needs_a_validation_split(loaded_run):
 def test_a_run_dir_without_checkpoints_is_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError, match="not a patchswap run directory"):
         load_run(tmp_path)
+
+
+def test_eval_applies_the_calibrated_temperature(deploy_run_dir, tmp_path):
+    from patchswap.engine import evaluate
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(deploy_run_dir, run_dir)
+    plain = evaluate(run_dir, split="val")
+    assert plain["temperature"] is None
+    report = calibrate(load_run(run_dir, device="cpu"))
+    calibrated = evaluate(run_dir, split="val")
+    assert calibrated["temperature"] == pytest.approx(report.temperature)
+    assert calibrated["acc"] == pytest.approx(plain["acc"]), "a temperature never changes the argmax"
+    assert calibrated["nll"] == pytest.approx(report.val.nll_after, rel=1e-3)
+    assert plain["nll"] == pytest.approx(report.val.nll_before, rel=1e-3)

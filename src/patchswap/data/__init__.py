@@ -11,7 +11,7 @@ built-in families live in :mod:`patchswap.data.sources`, and every split is carv
 """
 
 from .arrays import ImageBatch, LabeledSubset, TensorImageDataset, collate_batch
-from .build import build_data
+from .build import build_data, build_data_from_section
 from .bundle import DataBundle
 from .carve import SplitIndices, carve_splits
 from .noise import LabelNoise, apply_label_noise, noisy_labels, realised_noise_rate
@@ -41,6 +41,7 @@ __all__ = [
     "apply_label_noise",
     "available_datasets",
     "build_data",
+    "build_data_from_section",
     "carve_splits",
     "collate_batch",
     "dataset_entry",

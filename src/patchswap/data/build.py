@@ -7,6 +7,8 @@ builds the :class:`~patchswap.data.bundle.DataBundle`. Label noise is applied la
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,7 +20,7 @@ from .carve import carve_splits
 from .noise import LabelNoise, apply_label_noise
 from .registry import DatasetRequest, resolve_dataset
 
-__all__ = ["build_data"]
+__all__ = ["build_data", "build_data_from_section"]
 
 # Seed-derivation stages of the label-noise streams (1-3 are the carve stages in .carve).
 _STAGE_NOISE_TRAIN, _STAGE_NOISE_VAL = 4, 5
@@ -94,3 +96,16 @@ def _with_label_noise(bundle: DataBundle, noise: LabelNoise | None, split_seed: 
         )
     bundle.label_noise = str(noise)
     return bundle
+
+
+def build_data_from_section(section: Any) -> DataBundle:
+    """:func:`build_data` from a run config's ``data`` section: the dataclass, or its saved mapping.
+
+    The one place where a run's data keys become ``build_data`` arguments, so training, evaluation
+    and deployment rebuild exactly the same splits. Keys ``build_data`` does not take (batch sizes,
+    workers) are ignored; missing ones take ``build_data``'s defaults.
+    """
+    values = dict(section) if isinstance(section, Mapping) else vars(section)
+    params = inspect.signature(build_data).parameters
+    kwargs = {k: values[k] for k in params if k != "name" and k in values}
+    return build_data(values.get("name", "digits"), **kwargs)

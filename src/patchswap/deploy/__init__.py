@@ -1,6 +1,6 @@
 """Ship a trained run: calibrate its temperature, predict image files, export one file.
 
-This layer sits below the engine: it reads a run directory (``runfiles``, the Lightning-free format),
+This layer sits below the engine: it reads a run directory (:mod:`patchswap.runs`, the Lightning-free format),
 rebuilds the network with :func:`patchswap.models.create_model` and the data with
 :func:`patchswap.data.build_data`, and never imports the engine, the studies or the CLI.
 
@@ -14,6 +14,7 @@ rebuilds the network with :func:`patchswap.models.create_model` and the data wit
 from .calibrate import (
     CALIBRATION_FILE,
     CalibrationReport,
+    TemperatureScaled,
     apply_temperature,
     calibrate,
     fit_temperature,
@@ -55,6 +56,7 @@ __all__ = [
     "load_calibration",
     "load_exported",
     "load_run",
+    "TemperatureScaled",
     "load_temperature",
     "predict",
     "read_metadata",

@@ -22,14 +22,15 @@ import torch
 import torch.nn.functional as F
 
 from patchswap.evaluation.calibration import expected_calibration_error, nll
+from patchswap.runs import locate_checkpoint, run_dir_of
 
 from .loading import DeployError, LoadedRun, load_run
-from .runfiles import locate_checkpoint, run_dir_of
 
 __all__ = [
     "CALIBRATION_FILE",
     "CalibrationReport",
     "SplitCalibration",
+    "TemperatureScaled",
     "apply_temperature",
     "calibrate",
     "calibration_path",
@@ -41,6 +42,17 @@ __all__ = [
 
 CALIBRATION_FILE = "calibration.json"
 T_BOUNDS = (0.05, 20.0)
+
+
+class TemperatureScaled(torch.nn.Module):
+    """``model``'s logits divided by a calibrated temperature: same argmax, calibrated softmax."""
+
+    def __init__(self, model: torch.nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.model, self.temperature = model, float(temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) / self.temperature
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float | None) -> torch.Tensor:

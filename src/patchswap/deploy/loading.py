@@ -16,10 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from patchswap.data import DataBundle, build_data
+from patchswap.data import DataBundle, build_data_from_section
 from patchswap.models import create_model
-
-from .runfiles import (
+from patchswap.runs import (
     CONFIG_KEY,
     CheckpointError,
     load_checkpoint,
@@ -47,17 +46,7 @@ def build_run_data(config: dict[str, Any]) -> DataBundle:
     """The run's data bundle from its config's ``data`` section (the arguments the engine passes)."""
     d = config.get("data") or {}
     try:
-        return build_data(
-            d.get("name", "digits"),
-            data_dir=d.get("data_dir"),
-            download=bool(d.get("download", False)),
-            val_split=d.get("val_split", 0.1),
-            test_split=d.get("test_split"),
-            split_seed=int(d.get("split_seed", 0)),
-            train_subset=d.get("train_subset"),
-            image_size=d.get("image_size"),
-            label_noise=d.get("label_noise"),
-        )
+        return build_data_from_section(d)
     except (OSError, ValueError) as e:
         raise DeployError(
             f"cannot rebuild the run's data {d.get('name')!r} (data_dir {d.get('data_dir')!r}): {e}; the "

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from patchswap.deploy import TemperatureScaled, load_temperature
 from patchswap.engine.config import ConfigError, RunConfig, apply_mapping
 from patchswap.engine.harness import RunError, quiet_lightning, resolve_device, split_metrics
 from patchswap.engine.training import ClassificationRun
@@ -66,11 +67,15 @@ def evaluate(
         cfg.set(key, text, from_text=True)
     cfg.trainer.progress_bar = False
     run = ClassificationRun(cfg)
+    temperature = load_temperature(ckpt_path)  # from `patchswap calibrate` on this very checkpoint
+    run.module.temperature = temperature
     dataset = run.bundle.val if split == "val" else run.bundle.test
     if dataset is None:
         raise RunError(f"the run's data has no {split} split (data.{split}_split); pass --data.{split}_split")
     if suite:
-        return _evaluate_suite(run, ckpt, ckpt_path, run_dir, dataset, split, suite, options, out_dir, log)
+        return _evaluate_suite(
+            run, ckpt, ckpt_path, run_dir, dataset, split, suite, options, out_dir, log, temperature
+        )
     t0 = time.perf_counter()
     with quiet_lightning():
         evaluator = run.trainer(None, fit=False)
@@ -91,6 +96,7 @@ def evaluate(
     result = {
         "checkpoint": str(ckpt_path),
         "split": split,
+        "temperature": temperature,
         "images": len(dataset),  # type: ignore[arg-type]
         "seconds": round(time.perf_counter() - t0, 2),
         **res,
@@ -111,6 +117,7 @@ def _evaluate_suite(
     options: Any,
     out_dir: str | Path | None,
     log: Any,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """The evaluation suite on the checkpoint's network and split (see :mod:`patchswap.evaluation.suite`)."""
     from patchswap.evaluation.suite import ImageSource, SuiteOptions, run_suite, write_reports
@@ -125,6 +132,8 @@ def _evaluate_suite(
     model = model.to(device).eval()
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if temperature is not None:  # calibrated: same accuracy and attacks' argmax, calibrated confidences
+        model = TemperatureScaled(model, temperature)
     source = ImageSource(
         dataset,
         max_images=options.max_images,
@@ -149,6 +158,7 @@ def _evaluate_suite(
         "model": cfg.model.name,
         "method": cfg.method,
         "device": str(device),
+        "temperature": temperature,
         **res,
         "total_seconds": round(time.perf_counter() - t0, 2),
     }

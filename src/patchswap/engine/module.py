@@ -48,6 +48,8 @@ class _EvalMetrics(nn.Module):
 class ClassifierModule(SeededTraining):
     """Trains ``model`` with ``method``; evaluates plain classification on val and test."""
 
+    temperature: float | None = None  # divides eval logits when the run is calibrated
+
     def __init__(
         self,
         model: nn.Module,
@@ -119,7 +121,10 @@ class ClassifierModule(SeededTraining):
 
     def _eval_step(self, batch: Any, metrics: _EvalMetrics, prefix: str) -> None:
         x, y, _ = batch
-        metrics.update(self.model(x), y)
+        logits = self.model(x)
+        if self.temperature is not None:  # calibrated by `patchswap calibrate` (eval only, never training)
+            logits = logits / self.temperature
+        metrics.update(logits, y)
         for name in ("acc", "nll", "ece"):
             self.log(f"{prefix}/{name}", getattr(metrics, name), on_step=False, on_epoch=True)
 

@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from patchswap.data import DataBundle, build_data
+from patchswap.data import DataBundle, build_data_from_section
 from patchswap.engine.callbacks import read_metrics, training_time
 from patchswap.engine.config import RunConfig, load_config
 from patchswap.engine.harness import (
@@ -52,18 +52,7 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 
 def build_bundle(cfg: RunConfig) -> DataBundle:
-    d = cfg.data
-    return build_data(
-        d.name,
-        data_dir=d.data_dir,
-        download=d.download,
-        val_split=d.val_split,
-        test_split=d.test_split,
-        split_seed=d.split_seed,
-        train_subset=d.train_subset,
-        image_size=d.image_size,
-        label_noise=d.label_noise,
-    )
+    return build_data_from_section(cfg.data)
 
 
 class ClassificationRun:

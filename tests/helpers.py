@@ -26,3 +26,15 @@ def randomise_bn(model: nn.Module) -> None:
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 1.5)
+
+
+def pairs(n, c, h, w, dtype=torch.float32, seed=0):
+    """Two seeded random batches ``[n, c, h, w]`` of ``dtype``: the pairs a swap exchanges cells between."""
+    g = torch.Generator().manual_seed(seed)
+    if dtype == torch.uint8:
+        a = torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8)
+        b = torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8)
+    else:
+        a = torch.randn(n, c, h, w, generator=g).to(dtype)
+        b = torch.randn(n, c, h, w, generator=g).to(dtype)
+    return a, b

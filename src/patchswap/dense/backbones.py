@@ -2,7 +2,7 @@
 
 A run's class count and input channels are read from its weights (the config names the dataset, not its
 shape), so no dataset has to be loaded. The run format itself (locating checkpoints, network weights,
-the config beside a checkpoint) is :mod:`patchswap.runs`'.
+the config beside a checkpoint) lives in :mod:`patchswap.runs`.
 """
 
 from __future__ import annotations

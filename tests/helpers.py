@@ -18,3 +18,23 @@ class RecordingLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.seen.append(x.detach().clone())
         return self.fc(x.flatten(1))
+
+
+def randomise_bn(model: nn.Module) -> None:
+    """Non-trivial BN statistics, so an eval-mode comparison exercises them."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+
+
+def pairs(n, c, h, w, dtype=torch.float32, seed=0):
+    """Two seeded random batches ``[n, c, h, w]`` of ``dtype``: the pairs a swap exchanges cells between."""
+    g = torch.Generator().manual_seed(seed)
+    if dtype == torch.uint8:
+        a = torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8)
+        b = torch.randint(0, 256, (n, c, h, w), generator=g, dtype=torch.uint8)
+    else:
+        a = torch.randn(n, c, h, w, generator=g).to(dtype)
+        b = torch.randn(n, c, h, w, generator=g).to(dtype)
+    return a, b

@@ -11,13 +11,9 @@ import torch
 from patchswap.cli import main
 from patchswap.engine import evaluate
 from patchswap.evaluation.corruptions import CORRUPTIONS
-from patchswap.evaluation.suite import (
-    ImageSource,
-    SuiteOptions,
-    parse_eps,
-    parse_parts,
-    run_suite,
-)
+from patchswap.evaluation.images import ImageSource
+from patchswap.evaluation.suite import run_suite
+from patchswap.evaluation.suite_options import SuiteOptions
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -29,19 +25,6 @@ def run_copy(tiny_run, tmp_path):
     dst = tmp_path / "run"
     shutil.copytree(tiny_run[0], dst)
     return dst
-
-
-def test_option_parsing():
-    assert parse_parts("all") == ("calibration", "fgsm", "pgd", "corruptions")
-    assert parse_parts("pgd,calibration") == ("calibration", "pgd")
-    assert parse_eps("0.01, 8/255,0,1/255") == (0.0, 1 / 255, 0.01, 8 / 255)
-    for bad in (lambda: parse_parts("fgsm,rain"), lambda: parse_eps("2"), lambda: parse_eps("x")):
-        with pytest.raises(ValueError):
-            bad()
-    with pytest.raises(ValueError, match="unknown corruption"):
-        SuiteOptions(corruptions="fog,rain")
-    with pytest.raises(ValueError, match="1..5"):
-        SuiteOptions(severities="0,2")
 
 
 def test_suite_calibration_reproduces_the_runs_test_metrics(run_copy, tiny_run):
@@ -124,23 +107,3 @@ def test_cli_eval_val_split_and_errors(run_copy, capsys, tmp_path):
     assert "unknown suite part" in capsys.readouterr().err
     assert main(["eval", str(run_copy), "--suite", "all", "--severities", "9"]) == 2
     assert "1..5" in capsys.readouterr().err
-
-
-def test_image_source_reads_any_dataset_through_a_loader(tiny_eval):
-    """Image folders are no tensors: the source batches them through a DataLoader, same images."""
-
-    class Items(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(tiny_eval.labels)
-
-        def __getitem__(self, i):
-            return tiny_eval.images[i], int(tiny_eval.labels[i])
-
-    loader = ImageSource(Items(), max_images=50, seed=3)
-    direct = ImageSource.from_tensors(tiny_eval.images, tiny_eval.labels, max_images=50, seed=3)
-    assert loader.image_size == direct.image_size == (8, 8)
-    a = list(loader.batches(16))
-    b = list(direct.batches(16))
-    assert [len(y) for _, y in a] == [16, 16, 16, 2]
-    assert torch.equal(torch.cat([x for x, _ in a]), torch.cat([x for x, _ in b]))
-    assert torch.equal(torch.cat([y for _, y in a]), torch.cat([y for _, y in b]))

@@ -7,7 +7,7 @@ plain names, aliases, prefix patterns (``coco:DIR``) and did-you-mean errors. Th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,33 +57,19 @@ def register_dense_dataset(
     name: str,
     loader: Callable[[DenseRequest], DenseDataset] | None = None,
     *,
-    aliases: Sequence[str] = (),
-    prefix: str | None = None,
-    pattern: str | None = None,
-    summary: str = "",
     held_out: str | None = None,
-    replace: bool = False,
+    **fields: Any,
 ) -> Any:
     """Register a dense dataset so ``build_dense_dataset(name, task, split)`` loads it (or decorate).
 
     ``loader(request: DenseRequest)`` returns the :class:`~patchswap.dense.base.DenseDataset` for
-    ``request.task`` and ``request.split``; ``prefix="name:"`` passes the rest of the name on as
-    ``request.argument``.
+    ``request.task`` and ``request.split``. ``fields`` are those of
+    :func:`~patchswap.data.registry.register_dataset` (``aliases``, ``prefix``, ``pattern``, ``summary``,
+    ``replace``): ``prefix="name:"`` passes the rest of the name on as ``request.argument``.
     """
     if held_out is not None and held_out not in SPLITS:
         raise ValueError(f"held_out must be one of {SPLITS} or None, got {held_out!r}")
-
-    return DENSE_DATASETS.register(
-        DenseDatasetEntry,
-        name,
-        loader,
-        aliases=aliases,
-        prefix=prefix,
-        pattern=pattern,
-        summary=summary,
-        held_out=held_out,
-        replace=replace,
-    )
+    return DENSE_DATASETS.register(DenseDatasetEntry, name, loader, held_out=held_out, **fields)
 
 
 def available_dense_datasets() -> list[str]:
@@ -96,36 +82,17 @@ def dense_dataset_entry(name: str) -> DenseDatasetEntry:
     return DENSE_DATASETS.resolve(name)[0]
 
 
-def build_dense_dataset(
-    name: str,
-    task: str,
-    split: str,
-    *,
-    data_dir: str = "../shared/data",
-    download: bool = False,
-    scene_count: int | None = None,
-    canvas: int = 64,
-    seed: int = 0,
-) -> DenseDataset:
+def build_dense_dataset(name: str, task: str, split: str, **options: Any) -> DenseDataset:
     """The ``split`` ("train", "val" or "test") of a named dense dataset for ``task``.
 
-    ``seed`` only lays out scenes: keep it fixed across training seeds so every run sees identical data.
-    Scenes: train/val from disjoint MNIST training digits, test from MNIST test digits; ``scene_count``
-    overrides the default sizes (train 4000, val 1000, test 1000). VOC2012 has no public test split.
+    ``options`` are the other fields of :class:`DenseRequest`, with its defaults: ``data_dir``,
+    ``download``, ``scene_count``, ``canvas`` and ``seed``. ``seed`` only lays out scenes: keep it fixed
+    across training seeds so every run sees identical data. Scenes: train/val from disjoint MNIST training
+    digits, test from MNIST test digits; ``scene_count`` overrides the default sizes (train 4000, val 1000,
+    test 1000). VOC2012 has no public test split.
     """
     check_task(task)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     entry, argument = DENSE_DATASETS.resolve(name)
-    request = DenseRequest(
-        name=entry.name,
-        task=task,
-        split=split,
-        argument=argument,
-        data_dir=data_dir,
-        download=download,
-        scene_count=scene_count,
-        canvas=canvas,
-        seed=seed,
-    )
-    return entry.loader(request)
+    return entry.loader(DenseRequest(name=entry.name, task=task, split=split, argument=argument, **options))

@@ -82,12 +82,12 @@ def _open_voc(kind: str, root: str | Path, year: str, image_set: str, download: 
         raise DatasetNotFoundError(f"{_voc_missing(root, year, image_set, what)} ({err})") from err
 
 
-class VOCSegmentation(DenseDataset):
-    """Pascal VOC semantic segmentation: 20 classes + background; the 255 border stays ignore.
+class _VOCDataset(DenseDataset):
+    """What both VOC tasks share: torchvision's file lists of one year and image set, the 20 classes and
+    background, and the length."""
 
-    ``pair_labels`` reads every mask PNG once (never the JPEGs) and caches the result in memory and in
-    ``VOCdevkit/VOC<year>/patchswap-pair-labels-<image_set>.npy`` (skipped if the folder is read-only).
-    """
+    task: str
+    torchvision_class: str
 
     def __init__(
         self,
@@ -97,12 +97,22 @@ class VOCSegmentation(DenseDataset):
         download: bool = False,
         transforms: Transforms | None = None,
     ) -> None:
-        super().__init__("segment", ["background", *VOC_CLASSES], 3, transforms)
-        self.voc = _open_voc("VOCSegmentation", root, year, image_set, download)
+        super().__init__(self.task, ["background", *VOC_CLASSES], 3, transforms)
+        self.voc = _open_voc(self.torchvision_class, root, year, image_set, download)
         self._pair_labels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.voc.images)
+
+
+class VOCSegmentation(_VOCDataset):
+    """Pascal VOC semantic segmentation: 20 classes + background; the 255 border stays ignore.
+
+    ``pair_labels`` reads every mask PNG once (never the JPEGs) and caches the result in memory and in
+    ``VOCdevkit/VOC<year>/patchswap-pair-labels-<image_set>.npy`` (skipped if the folder is read-only).
+    """
+
+    task, torchvision_class = "segment", "VOCSegmentation"
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         image = read_rgb(self.voc.images[index])
@@ -132,12 +142,14 @@ class VOCSegmentation(DenseDataset):
         return self._pair_labels
 
 
-class VOCDetection(DenseDataset):
+class VOCDetection(_VOCDataset):
     """Pascal VOC detection: XML boxes (1-based, inclusive) to 0-based xyxy pixels, 20 classes.
 
     Objects marked ``difficult`` are dropped unless ``keep_difficult``. ``pair_labels`` parses the XML
     files once (no image decoding) and keeps the result in memory.
     """
+
+    task, torchvision_class = "detect", "VOCDetection"
 
     def __init__(
         self,
@@ -148,13 +160,8 @@ class VOCDetection(DenseDataset):
         keep_difficult: bool = False,
         transforms: Transforms | None = None,
     ) -> None:
-        super().__init__("detect", ["background", *VOC_CLASSES], 3, transforms)
-        self.voc = _open_voc("VOCDetection", root, year, image_set, download)
+        super().__init__(root, year, image_set, download, transforms)
         self.keep_difficult = keep_difficult
-        self._pair_labels: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.voc.images)
 
     def parse_annotation(self, index: int) -> dict[str, Tensor]:
         """Boxes and labels of one image from its XML file."""

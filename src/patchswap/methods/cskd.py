@@ -11,6 +11,7 @@ from torch import nn
 from patchswap.config_base import opt
 from patchswap.losses import distillation_kl, soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
+from patchswap.methods.checks import check_distillation
 
 
 @register_method
@@ -32,10 +33,7 @@ class ClassWiseSelfKD(Method):
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
         o = self.options
-        if not o.temperature > 0:
-            raise ValueError(f"cskd temperature must be positive, got {o.temperature!r}")
-        if o.lambda_cls < 0:
-            raise ValueError(f"cskd lambda_cls must be non-negative, got {o.lambda_cls!r}")
+        check_distillation(self.name, o.temperature, lambda_cls=o.lambda_cls)
 
     def sampler_options(self) -> dict[str, Any]:
         return {"partner": "same_class"}

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from patchswap.config_base import opt
 from patchswap.losses import distillation_kl, soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
+from patchswap.methods.checks import check_distillation
 
 FORMS = ("paper", "official")
 _MEMORY_KEYS = ("kept_images", "kept_labels", "kept_logits")  # the official form's checkpointed memory
@@ -51,10 +52,7 @@ class LastMiniBatchKD(Method):
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
         o = self.options
-        if not o.temperature > 0:
-            raise ValueError(f"dlb temperature must be positive, got {o.temperature!r}")
-        if o.alpha < 0:
-            raise ValueError(f"dlb alpha must be non-negative, got {o.alpha!r}")
+        check_distillation(self.name, o.temperature, alpha=o.alpha)
         if o.form not in FORMS:
             raise ValueError(f"dlb form must be one of {FORMS}, got {o.form!r}")
         self._kept: tuple[Tensor, Tensor] | None = None  # (images, their logits) from the last step

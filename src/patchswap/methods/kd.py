@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from patchswap.config_base import opt
 from patchswap.losses import distillation_kl, soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
+from patchswap.methods.checks import check_distillation
 from patchswap.runs import (
     CONFIG_KEY,
     MODEL_PREFIX,
@@ -120,8 +121,7 @@ class KnowledgeDistillation(Method):
         o = self.options
         if not o.teacher:
             raise ValueError("kd needs a teacher: pass --kd.teacher RUN_DIR (or a .ckpt of a patchswap run)")
-        if not o.temperature > 0:
-            raise ValueError(f"kd temperature must be positive, got {o.temperature!r}")
+        check_distillation(self.name, o.temperature)
         if not 0.0 <= o.alpha <= 1.0:
             raise ValueError(f"kd alpha must be in [0, 1], got {o.alpha!r}")
         self.__dict__["_teacher"] = None  # bypasses nn.Module registration: not a submodule

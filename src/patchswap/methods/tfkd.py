@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from patchswap.config_base import opt
 from patchswap.losses import distillation_kl, soft_cross_entropy
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
+from patchswap.methods.checks import check_distillation
 
 FORMS = ("paper", "official")
 DEFAULT_A = {"paper": 0.9, "official": 0.99}  # the paper's value; the value fixed in the authors' code
@@ -66,10 +67,7 @@ class TeacherFreeKD(Method):
             raise ValueError(f"tfkd a must be in (0, 1), got {self.a!r}")
         if not 0.0 <= o.alpha <= 1.0:
             raise ValueError(f"tfkd alpha must be in [0, 1], got {o.alpha!r}")
-        if not o.temperature > 0:
-            raise ValueError(f"tfkd temperature must be positive, got {o.temperature!r}")
-        if not o.multiplier >= 0:
-            raise ValueError(f"tfkd multiplier must be non-negative, got {o.multiplier!r}")
+        check_distillation(self.name, o.temperature, multiplier=o.multiplier)
 
     def forward(self, model: nn.Module, batch: MethodBatch) -> StepOutput:
         o = self.options

@@ -10,11 +10,10 @@ and ReLU (not ReLU6) is used, as in the reference code. Pooling is adaptive so 2
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
 from patchswap.models.registry import register_model
+from patchswap.models.weight_init import init_he_fan_out
 
 __all__ = ["MobileNetV2"]
 
@@ -89,16 +88,7 @@ class MobileNetV2(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(last_channels, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_he_fan_out(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv2(self.blocks(self.conv1(x)))

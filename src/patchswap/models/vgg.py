@@ -8,11 +8,10 @@ inputs). As in the reference code the fourth max-pool is applied only to inputs 
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
 from patchswap.models.registry import register_model
+from patchswap.models.weight_init import init_he_fan_out
 
 __all__ = ["VGG"]
 
@@ -52,17 +51,7 @@ class VGG(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(in_channels, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_he_fan_out(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.pool(self.block0(x))

@@ -8,11 +8,10 @@ pre-activated input, exactly like the reference code, so published WRN teacher/s
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
 from patchswap.models.registry import register_model
+from patchswap.models.weight_init import init_he_fan_out
 
 __all__ = ["WideResNet"]
 
@@ -73,15 +72,7 @@ class WideResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_classes)
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):  # He init over fan-out, as in the reference implementation
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_he_fan_out(self, linear_std=None)  # He init over fan-out, as in the reference implementation
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.block3(self.block2(self.block1(self.conv1(x))))

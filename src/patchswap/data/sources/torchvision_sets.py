@@ -21,6 +21,7 @@ from .base import MemorySource, tensor_dataset
 __all__ = ["TORCHVISION_DATASETS", "TorchvisionSpec", "register_torchvision"]
 
 Pair = tuple[TensorImageDataset, TensorImageDataset]
+Stats = tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -130,51 +131,34 @@ def register_torchvision(name: str, spec: TorchvisionSpec, *, aliases: Sequence[
     register_dataset(name, loader, aliases=aliases, summary=f"torchvision, files {spec.files}")
 
 
+def _cifar_like(cls_name: str, files: str, mean: Stats, std: Stats) -> TorchvisionSpec:
+    """The CIFAR sets: numpy NHWC images, 4-pixel crop padding and horizontal flips."""
+    load = _train_test(cls_name, _nhwc, split_arg=False)
+    return TorchvisionSpec(load=load, mean=mean, std=std, crop_padding=4, flip=True, files=files)
+
+
+def _mnist_like(cls_name: str, files: str, mean: float, std: float) -> TorchvisionSpec:
+    """The MNIST family: 1-channel NHW tensors, 2-pixel crop padding, no flips."""
+    load = _train_test(cls_name, _nhw, split_arg=False)
+    return TorchvisionSpec(load=load, mean=(mean,), std=(std,), crop_padding=2, flip=False, files=files)
+
+
+_CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+_CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 register_torchvision(
     "cifar10",
-    TorchvisionSpec(
-        load=_train_test("CIFAR10", _nhwc, split_arg=False),
-        mean=(0.4914, 0.4822, 0.4465),
-        std=(0.2470, 0.2435, 0.2616),
-        crop_padding=4,
-        flip=True,
-        files="cifar-10-batches-py/",
-    ),
+    _cifar_like("CIFAR10", "cifar-10-batches-py/", *_CIFAR10_STATS),
     aliases=("cifar-10", "cifar_10"),
 )
 register_torchvision(
     "cifar100",
-    TorchvisionSpec(
-        load=_train_test("CIFAR100", _nhwc, split_arg=False),
-        mean=(0.5071, 0.4865, 0.4409),
-        std=(0.2673, 0.2564, 0.2762),
-        crop_padding=4,
-        flip=True,
-        files="cifar-100-python/",
-    ),
+    _cifar_like("CIFAR100", "cifar-100-python/", *_CIFAR100_STATS),
     aliases=("cifar-100", "cifar_100"),
 )
-register_torchvision(
-    "mnist",
-    TorchvisionSpec(
-        load=_train_test("MNIST", _nhw, split_arg=False),
-        mean=(0.1307,),
-        std=(0.3081,),
-        crop_padding=2,
-        flip=False,
-        files="MNIST/raw/",
-    ),
-)
+register_torchvision("mnist", _mnist_like("MNIST", "MNIST/raw/", 0.1307, 0.3081))
 register_torchvision(
     "fashion-mnist",
-    TorchvisionSpec(
-        load=_train_test("FashionMNIST", _nhw, split_arg=False),
-        mean=(0.2860,),
-        std=(0.3530,),
-        crop_padding=2,
-        flip=False,
-        files="FashionMNIST/raw/",
-    ),
+    _mnist_like("FashionMNIST", "FashionMNIST/raw/", 0.2860, 0.3530),
     aliases=("fashion_mnist", "fashionmnist", "fmnist"),
 )
 register_torchvision(

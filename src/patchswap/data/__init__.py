@@ -14,6 +14,7 @@ from .arrays import ImageBatch, LabeledSubset, TensorImageDataset, collate_batch
 from .build import build_data
 from .bundle import DataBundle
 from .carve import SplitIndices, carve_splits
+from .folder_images import BadImageError, FolderImages
 from .noise import LabelNoise, apply_label_noise, noisy_labels, realised_noise_rate
 from .registry import (
     DatasetNotFoundError,
@@ -27,10 +28,12 @@ from .splits import stratified_split
 from .transforms import DeviceAugment, folder_transform
 
 __all__ = [
+    "BadImageError",
     "DataBundle",
     "DatasetNotFoundError",
     "DatasetRequest",
     "DeviceAugment",
+    "FolderImages",
     "FolderSource",
     "ImageBatch",
     "LabelNoise",

@@ -7,6 +7,7 @@ builds the :class:`~patchswap.data.bundle.DataBundle`. Label noise is applied la
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,8 @@ def build_data(
     train_subset: int | None = None,
     image_size: int | None = None,
     label_noise: str | None = None,
+    model_input: Sequence[Any] | None = None,
+    on_bad_image: str = "skip",
 ) -> DataBundle:
     """Load dataset ``name`` and return its train/val/test splits with matching device transforms.
 
@@ -58,12 +61,22 @@ def build_data(
     ``label_noise`` (``"symmetric:R"`` or ``"asymmetric:R"``, see :mod:`patchswap.data.noise`) flips
     the labels of the final train and val splits, each with its own stream seeded from ``split_seed``;
     the test split keeps its clean labels, and ``clean_targets`` keeps the originals of the noisy ones.
+
+    Image folders only: ``model_input`` is the pretrained model's ``(image_size, mean, std)``
+    (:func:`patchswap.models.pretrained_input`), used where ``image_size`` is None; ``on_bad_image``
+    (``skip`` | ``error``) says what happens to corrupt, truncated or non-image files.
     """
     entry, argument = resolve_dataset(name)
     subset_n = _check_train_subset(train_subset)
     noise = LabelNoise.parse(label_noise)
     request = DatasetRequest(
-        name=entry.name, argument=argument, data_dir=data_dir, download=download, image_size=image_size
+        name=entry.name,
+        argument=argument,
+        data_dir=data_dir,
+        download=download,
+        image_size=image_size,
+        model_input=None if model_input is None else tuple(model_input),
+        on_bad_image=on_bad_image,
     )
     source = entry.loader(request)
     splits = carve_splits(

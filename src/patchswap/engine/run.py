@@ -32,7 +32,7 @@ from patchswap.engine.loaders import PatchswapDataModule
 from patchswap.engine.module import ClassifierModule
 from patchswap.evaluation.plots import plot_training_curves
 from patchswap.methods import create_method
-from patchswap.models import create_model
+from patchswap.models import create_model, pretrained_input
 
 __all__ = [
     "RunError",
@@ -69,6 +69,8 @@ def _build_bundle(cfg: RunConfig) -> DataBundle:
         train_subset=d.train_subset,
         image_size=d.image_size,
         label_noise=d.label_noise,
+        model_input=pretrained_input(cfg.model.name, cfg.model.pretrained),
+        on_bad_image=d.on_bad_image,
     )
 
 

@@ -3,9 +3,9 @@
 :class:`FolderImages` is the dataset behind ``folder:DIR``. ``__getitems__`` (one call per batch, in a
 DataLoader worker) reads and decodes each file with ``torchvision.io.decode_image`` (PIL for the formats
 it lacks), then crops and resizes the uint8 tensor straight to ``image_size`` (antialiased): training
-draws a ``RandomResizedCrop`` box, evaluation resizes the shorter side to ``image_size / crop_pct``
-and takes the centre. No PIL image, no per-item float conversion; the horizontal flip and the
-normalisation run batched on the device (:class:`~patchswap.data.transforms.DeviceAugment`).
+draws a ``RandomResizedCrop`` box and a horizontal flip, evaluation resizes the shorter side to
+``image_size / crop_pct`` and takes the centre. No PIL image, no per-item float conversion: batches
+travel as uint8 and are normalised batched on the device (:class:`~patchswap.data.transforms.DeviceAugment`).
 
 Bad files never stop an epoch: :func:`scan_images` drops unreadable, empty, non-image and truncated
 files before training (with a count and a warning naming the first few); a file that still fails to
@@ -154,9 +154,10 @@ def scan_images(
 class FolderImages(torch.utils.data.Dataset):
     """Image files with labels, yielding uint8 ``[3, S, S]`` (one batch per ``__getitems__`` call).
 
-    ``train``: a ``RandomResizedCrop(S, scale, ratio)`` box per image, drawn from torch's default
-    generator (seeded per DataLoader worker); else the eval crop (shorter side to ``S / crop_pct``,
-    centre ``S x S``). ``targets``, ``classes`` and ``bad`` (files left out at scan time) need no decoding.
+    ``train``: a ``RandomResizedCrop(S, scale, ratio)`` box and a horizontal flip (p = 0.5) per image,
+    drawn from torch's default generator (seeded per DataLoader worker); else the eval crop (shorter
+    side to ``S / crop_pct``, centre ``S x S``). ``targets``, ``classes`` and ``bad`` (files left out at
+    scan time) need no decoding.
     """
 
     def __init__(
@@ -235,7 +236,10 @@ class FolderImages(torch.utils.data.Dataset):
         if self.train:
             top, left, ch, cw = self._crop_box(h, w)
             s = self.image_size
-            return F2.resized_crop(image, top, left, ch, cw, [s, s], antialias=True)
+            image = F2.resized_crop(image, top, left, ch, cw, [s, s], antialias=True)
+            # RandomHorizontalFlip(0.5)'s draw; flipping one 8-bit image here costs far less than a
+            # batched gather after the transfer on a CPU (the normalisation still runs batched there)
+            return image.flip(-1) if torch.rand(1).item() < 0.5 else image
         resize = int(self.image_size / self.crop_pct)  # shorter side, as torchvision's Resize(int)
         image = F2.resize(image, [resize], antialias=True)
         return F2.center_crop(image, [self.image_size, self.image_size])

@@ -105,7 +105,8 @@ class DeviceAugment(nn.Module):
         # copy=True: a float32 input is never modified in place by the normalization below.
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         out = x.to(torch.float32, copy=True, memory_format=fmt)
-        return out.div_(255.0).sub_(mean).div_(std)
+        # (x / 255 - mean) / std as one scale and one shift: two passes over the batch instead of three
+        return out.mul_(1.0 / (255.0 * std)).sub_(mean / std)
 
 
 def folder_transform(image_size: int, train: bool) -> Any:

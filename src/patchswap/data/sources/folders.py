@@ -2,8 +2,8 @@
 
 Layout: ``DIR/train/<class>/<images>`` with optional ``DIR/val/`` and ``DIR/test/`` beside it; the
 class order (and so the label indices) comes from ``train/``. Files are decoded with torchvision.io and
-cropped/resized as uint8 tensors (:class:`~patchswap.data.folder_images.FolderImages`); the flip and
-the normalisation run batched on the device. Input size and mean/std: ``image_size`` when given, else
+cropped/resized/flipped as uint8 tensors (:class:`~patchswap.data.folder_images.FolderImages`); the
+normalisation runs batched on the device. Input size and mean/std: ``image_size`` when given, else
 the pretrained model's own (``model_input``), else 224 and the ImageNet statistics. Splits carved off
 ``train/`` use the eval crop. Unusable files are left out before training (``on_bad_image``); an empty
 class folder, or a ``val/``/``test/`` class that ``train/`` lacks, is an error before training.
@@ -49,7 +49,7 @@ class FolderSource:
         return self.train.targets.numpy()
 
     def bundle(self, splits: SplitIndices) -> DataBundle:
-        """The bundle for carved ``splits``: subsets of the scanned samples; flip + normalise on device."""
+        """The bundle for carved ``splits``: subsets of the scanned samples; normalisation on the device."""
         test = self.test if splits.test is None else LabeledSubset(self.train_eval, splits.test)
         val = self.val if splits.val is None else LabeledSubset(self.train_eval, splits.val)
         n = len(self.train)
@@ -67,7 +67,7 @@ class FolderSource:
             mean=mean,
             std=std,
             name=self.display,
-            train_augment=DeviceAugment(mean, std, flip=True),
+            train_augment=DeviceAugment(mean, std),
             eval_augment=DeviceAugment(mean, std),
         )
 

@@ -240,10 +240,9 @@ def test_folder_without_val_carves_val_with_eval_transform(tmp_path: Path) -> No
     img, label = b.val[0]
     assert img.dtype == torch.uint8 and img.shape == (3, 8, 8) and label == 0
     assert torch.equal(b.val[3][0], b.val[3][0])  # eval transform: deterministic
-    assert b.train.dataset.transform is not b.val.dataset.transform
-    assert "RandomResizedCrop" in repr(b.train.dataset.transform)
-    assert "CenterCrop" in repr(b.val.dataset.transform)
-    assert not b.train_augment.augments  # per-item transforms already cropped and flipped
+    assert b.train.dataset.train and not b.val.dataset.train
+    assert "RandomResizedCrop" in repr(b.train.dataset) and "CenterCrop" in repr(b.val.dataset)
+    assert not b.train_augment.augments and not b.eval_augment.augments  # crop + flip in the workers
     images, labels = next(iter(DataLoader(b.train, batch_size=5, collate_fn=collate_batch)))
     assert images.dtype == torch.uint8 and images.shape == (5, 3, 8, 8)
     assert b.train_augment(images).dtype == torch.float32

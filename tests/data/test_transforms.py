@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from patchswap.data import DeviceAugment, folder_transform
+from patchswap.data import DeviceAugment
 
 MEAN = (0.4, 0.5, 0.6)
 STD = (0.2, 0.25, 0.3)
@@ -118,13 +118,3 @@ def test_buffers_follow_module_and_errors() -> None:
         DeviceAugment((0.5,), (0.0,))
     with pytest.raises(ValueError, match="per channel"):
         DeviceAugment((0.5, 0.5), (0.2,))
-
-
-def test_folder_transform_outputs_fixed_size_uint8() -> None:
-    from PIL import Image
-
-    img = Image.fromarray(torch.randint(0, 256, (30, 20, 3), dtype=torch.uint8).numpy())
-    for train in (True, False):
-        t = folder_transform(16, train)(img)
-        assert t.dtype == torch.uint8 and t.shape == (3, 16, 16)
-    assert torch.equal(folder_transform(16, False)(img), folder_transform(16, False)(img))

@@ -124,8 +124,8 @@ def test_image_folders_get_wrapped_with_noisy_labels(tmp_path):
     for i in range(len(b.train)):
         image, label = b.train[i]
         assert label == int(b.train.targets[i]) and tuple(image.shape) == (3, 8, 8)
-    items = b.train.__getitems__([0, 1, 2])
-    assert [y for _, y in items] == b.train.targets[:3].tolist()
+    images, labels = b.train.__getitems__([0, 1, 2])  # one decoded batch, the noisy labels
+    assert images.shape == (3, 3, 8, 8) and labels.tolist() == b.train.targets[:3].tolist()
 
 
 def test_a_noisy_run_records_the_noise(tmp_path, tiny_overrides, single_thread):

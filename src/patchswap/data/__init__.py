@@ -14,6 +14,7 @@ from .arrays import ImageBatch, LabeledSubset, TensorImageDataset, collate_batch
 from .build import build_data, build_data_from_section
 from .bundle import DataBundle
 from .carve import SplitIndices, carve_splits
+from .folder_images import BadImageError, FolderImages
 from .noise import LabelNoise, apply_label_noise, noisy_labels, realised_noise_rate
 from .registry import (
     DatasetNotFoundError,
@@ -24,13 +25,15 @@ from .registry import (
 )
 from .sources import FolderSource, MemorySource
 from .splits import stratified_split
-from .transforms import DeviceAugment, folder_transform
+from .transforms import DeviceAugment
 
 __all__ = [
+    "BadImageError",
     "DataBundle",
     "DatasetNotFoundError",
     "DatasetRequest",
     "DeviceAugment",
+    "FolderImages",
     "FolderSource",
     "ImageBatch",
     "LabelNoise",
@@ -45,7 +48,6 @@ __all__ = [
     "carve_splits",
     "collate_batch",
     "dataset_entry",
-    "folder_transform",
     "noisy_labels",
     "realised_noise_rate",
     "register_dataset",

@@ -8,7 +8,7 @@ builds the :class:`~patchswap.data.bundle.DataBundle`. Label noise is applied la
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,8 @@ def build_data(
     train_subset: int | None = None,
     image_size: int | None = None,
     label_noise: str | None = None,
+    model_input: Sequence[Any] | None = None,
+    on_bad_image: str = "skip",
 ) -> DataBundle:
     """Load dataset ``name`` and return its train/val/test splits with matching device transforms.
 
@@ -60,12 +62,22 @@ def build_data(
     ``label_noise`` (``"symmetric:R"`` or ``"asymmetric:R"``, see :mod:`patchswap.data.noise`) flips
     the labels of the final train and val splits, each with its own stream seeded from ``split_seed``;
     the test split keeps its clean labels, and ``clean_targets`` keeps the originals of the noisy ones.
+
+    Image folders only: ``model_input`` is the pretrained model's ``(image_size, mean, std)``
+    (:func:`patchswap.models.pretrained_input`), used where ``image_size`` is None; ``on_bad_image``
+    (``skip`` | ``error``) says what happens to corrupt, truncated or non-image files.
     """
     entry, argument = resolve_dataset(name)
     subset_n = _check_train_subset(train_subset)
     noise = LabelNoise.parse(label_noise)
     request = DatasetRequest(
-        name=entry.name, argument=argument, data_dir=data_dir, download=download, image_size=image_size
+        name=entry.name,
+        argument=argument,
+        data_dir=data_dir,
+        download=download,
+        image_size=image_size,
+        model_input=None if model_input is None else tuple(model_input),
+        on_bad_image=on_bad_image,
     )
     source = entry.loader(request)
     splits = carve_splits(
@@ -98,14 +110,15 @@ def _with_label_noise(bundle: DataBundle, noise: LabelNoise | None, split_seed: 
     return bundle
 
 
-def build_data_from_section(section: Any) -> DataBundle:
+def build_data_from_section(section: Any, *, model_input: Sequence[Any] | None = None) -> DataBundle:
     """:func:`build_data` from a run config's ``data`` section: the dataclass, or its saved mapping.
 
     The one place where a run's data keys become ``build_data`` arguments, so training, evaluation
     and deployment rebuild exactly the same splits. Keys ``build_data`` does not take (batch sizes,
-    workers) are ignored; missing ones take ``build_data``'s defaults.
+    workers) are ignored; missing ones take ``build_data``'s defaults. ``model_input`` is the pretrained
+    model's (size, mean, std) (:func:`patchswap.models.pretrained_input`), which the data cannot know.
     """
     values = dict(section) if isinstance(section, Mapping) else vars(section)
     params = inspect.signature(build_data).parameters
-    kwargs = {k: values[k] for k in params if k != "name" and k in values}
-    return build_data(values.get("name", "digits"), **kwargs)
+    kwargs = {k: values[k] for k in params if k not in ("name", "model_input") and k in values}
+    return build_data(values.get("name", "digits"), model_input=model_input, **kwargs)

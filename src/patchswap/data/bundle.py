@@ -41,7 +41,7 @@ class DataBundle:
             return "none" if ds is None else f"{len(ds):,}"  # type: ignore[arg-type]
 
         h, w = self.image_size
-        where = "in memory" if self.in_memory else "decoded per item"
+        where = "in memory" if self.in_memory else "decoded in loader workers"
         text = (
             f"{self.name}: train {size(self.train)} | val {size(self.val)} | test {size(self.test)} | "
             f"{self.num_classes} classes | {self.in_chans}x{h}x{w} | {where}"

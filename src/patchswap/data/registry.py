@@ -35,13 +35,18 @@ class DatasetNotFoundError(FileNotFoundError, RuntimeError):
 @dataclass(frozen=True)
 class DatasetRequest:
     """What a loader gets: the dataset's registered ``name``, the ``argument`` after its prefix (``""``
-    for a plain name) and the :func:`build_data` options that say where and how to load it."""
+    for a plain name) and the :func:`build_data` options that say where and how to load it.
+
+    ``model_input`` is the pretrained model's ``(image_size, mean, std)`` (image folders use it where
+    ``image_size`` is None); ``on_bad_image`` says what image folders do with unusable files."""
 
     name: str
     argument: str = ""
     data_dir: str | None = None
     download: bool = False
     image_size: int | None = None
+    model_input: tuple[Any, ...] | None = None
+    on_bad_image: str = "skip"
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,12 @@ Python loop over samples, and the same code runs on CPU and CUDA.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["DeviceAugment", "folder_transform"]
+__all__ = ["DeviceAugment"]
 
 
 class DeviceAugment(nn.Module):
@@ -105,20 +104,5 @@ class DeviceAugment(nn.Module):
         # copy=True: a float32 input is never modified in place by the normalization below.
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         out = x.to(torch.float32, copy=True, memory_format=fmt)
-        return out.div_(255.0).sub_(mean).div_(std)
-
-
-def folder_transform(image_size: int, train: bool) -> Any:
-    """Per-item PIL transform for image folders, ending in a fixed-size uint8 ``[3, S, S]`` tensor.
-
-    Train: ``RandomResizedCrop(S)`` + horizontal flip; eval: ``Resize(S * 256 / 224)`` + ``CenterCrop(S)``
-    (the usual ImageNet protocol). Decoding and resizing happen in DataLoader workers; the device-side
-    :class:`DeviceAugment` then only converts and normalizes.
-    """
-    from torchvision import transforms as T
-
-    if train:
-        steps = [T.RandomResizedCrop(image_size), T.RandomHorizontalFlip()]
-    else:
-        steps = [T.Resize(int(image_size * 256 / 224)), T.CenterCrop(image_size)]
-    return T.Compose([*steps, T.PILToTensor()])
+        # (x / 255 - mean) / std as one scale and one shift: two passes over the batch instead of three
+        return out.mul_(1.0 / (255.0 * std)).sub_(mean / std)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from patchswap.data import DataBundle, build_data_from_section
-from patchswap.models import create_model
+from patchswap.models import create_model, pretrained_input
 from patchswap.runs import (
     CONFIG_KEY,
     CheckpointError,
@@ -46,7 +46,9 @@ def build_run_data(config: dict[str, Any]) -> DataBundle:
     """The run's data bundle from its config's ``data`` section (the arguments the engine passes)."""
     d = config.get("data") or {}
     try:
-        return build_data_from_section(d)
+        m = config.get("model") or {}
+        model_input = pretrained_input(m["name"], m.get("pretrained")) if m.get("name") else None
+        return build_data_from_section(d, model_input=model_input)
     except (OSError, ValueError) as e:
         raise DeployError(
             f"cannot rebuild the run's data {d.get('name')!r} (data_dir {d.get('data_dir')!r}): {e}; the "

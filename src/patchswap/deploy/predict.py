@@ -68,6 +68,13 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
+def _to_uint8(image: Any) -> torch.Tensor:
+    """uint8 ``[C, H, W]`` of a PIL image."""
+    from torchvision.transforms.functional import pil_to_tensor
+
+    return pil_to_tensor(image)
+
+
 class _FileTransform:
     """PIL image -> uint8 ``[C, H, W]`` as the run's eval pipeline sees it."""
 
@@ -79,23 +86,18 @@ class _FileTransform:
             )
         self.size = run.image_size
         self.folder = None
-        if not run.bundle.in_memory:
-            from patchswap.data import folder_transform
-
-            self.folder = folder_transform(self.size[0], train=False)
+        if not run.bundle.in_memory:  # image folders: the data's own decode and eval crop
+            self.folder = run.bundle.train
         self.describe = (
-            f"resize shorter side to {int(self.size[0] * 256 / 224)}, centre crop {self.size[0]}"
+            f"resize shorter side to {int(self.size[0] / self.folder.crop_pct)}, centre crop {self.size[0]}"
             if self.folder is not None
             else f"resize to {self.size[0]}x{self.size[1]} (bilinear, antialiased)"
         )
 
     def __call__(self, image: Any) -> torch.Tensor:
-        image = image.convert(self.mode)
+        x = _to_uint8(image.convert(self.mode))
         if self.folder is not None:
-            return self.folder(image)
-        from torchvision.transforms.functional import pil_to_tensor
-
-        x = pil_to_tensor(image)
+            return self.folder.eval_crop(x)
         if tuple(x.shape[1:]) != tuple(self.size):
             x = F.interpolate(x[None].float(), size=self.size, mode="bilinear", antialias=True)[0]
             x = x.round_().clamp_(0, 255).to(torch.uint8)

@@ -63,12 +63,16 @@ class DataSection:
     batch_size: int = opt(64, "samples drawn per step; pair methods add one partner per sample")
     eval_batch_size: int = opt(256, "images per step when validating and testing")
     num_workers: int = opt(0, "DataLoader workers for image folders (in-memory data needs none)")
+    on_bad_image: str = opt("skip", "image folders: skip (count + warning) or error on unusable files")
 
 
 @dataclass
 class ModelSection:
     name: str = opt("resnet8", f"a zoo name ({_ZOO}), timm:NAME or torchvision:NAME")
-    pretrained: str | None = opt(None, "local weights file (.safetensors, .pt, .ckpt)")
+    pretrained: str | bool | None = opt(
+        None,
+        "local weights file (.safetensors, .pt, .ckpt); true: timm hub weights; torchvision: IMAGENET1K_V2",
+    )
     channels_last: bool = opt(
         True, "NHWC memory format: faster convolutions on CPUs (oneDNN) and recent GPUs"
     )

@@ -34,7 +34,7 @@ from patchswap.engine.loaders import PatchswapDataModule
 from patchswap.engine.module import ClassifierModule
 from patchswap.evaluation.plots import plot_training_curves
 from patchswap.methods import method_class
-from patchswap.models import create_model
+from patchswap.models import create_model, pretrained_input
 from patchswap.runs import (
     CONFIG_KEY,
     load_checkpoint,
@@ -52,7 +52,9 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 
 def build_bundle(cfg: RunConfig) -> DataBundle:
-    return build_data_from_section(cfg.data)
+    return build_data_from_section(
+        cfg.data, model_input=pretrained_input(cfg.model.name, cfg.model.pretrained)
+    )
 
 
 class ClassificationRun:

@@ -1,7 +1,9 @@
 """Model zoo: CIFAR networks from the distillation literature plus timm / torchvision by name.
 
 ``create_model("resnet18", num_classes=100)`` builds a zoo network; ``"timm:<name>"`` and
-``"torchvision:<name>"`` reach those libraries. Every model returns logits ``[N, num_classes]``.
+``"torchvision:<name>"`` reach those libraries; ``pretrained=`` takes a local file, ``True`` (timm's hub
+cache) or a torchvision weights name, and :func:`pretrained_input` gives those weights' input size and
+mean/std. Every model returns logits ``[N, num_classes]``.
 Importing this package registers the zoo (each module decorates its builders with ``@register_model``).
 """
 
@@ -12,6 +14,15 @@ from patchswap.models import (  # noqa: F401  (imported for their @register_mode
     vgg,
     wide_resnet,
 )
+from patchswap.models.pretrained import PretrainedNotCachedError, PretrainedReport, pretrained_input
 from patchswap.models.registry import available_models, create_model, load_pretrained, register_model
 
-__all__ = ["available_models", "create_model", "load_pretrained", "register_model"]
+__all__ = [
+    "PretrainedNotCachedError",
+    "PretrainedReport",
+    "available_models",
+    "create_model",
+    "load_pretrained",
+    "pretrained_input",
+    "register_model",
+]

@@ -1,13 +1,15 @@
-"""One registry for every network the engine can train, plus local-checkpoint loading.
+"""One registry for every network the engine can train, plus pretrained-weights loading.
 
 The CIFAR zoo lives in a single dict filled by the ``@register_model`` decorator, so adding an
 architecture is one builder function and one decorator line. Anything else comes from timm or
 torchvision through a ``"timm:"`` / ``"torchvision:"`` name prefix; those libraries are imported only
-when such a name is asked for, so the zoo works without them.
+when such a name is asked for, so the zoo works without them. Pretrained weights come from a local file
+(:func:`load_pretrained`) or from the hubs' caches (:mod:`patchswap.models.pretrained`).
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 import warnings
 from collections.abc import Callable, Mapping
@@ -18,6 +20,15 @@ import torch
 from torch import nn
 
 from patchswap.runs import COMPILED_PREFIX, MODEL_PREFIX, clean_key
+
+from .pretrained import (
+    TIMM_PREFIX,
+    TORCHVISION_PREFIX,
+    create_timm_pretrained,
+    create_torchvision_pretrained,
+    parse_pretrained,
+    report_line,
+)
 
 __all__ = [
     "ModelBuilder",
@@ -31,9 +42,7 @@ ModelBuilder = Callable[..., nn.Module]
 """A zoo builder: ``builder(num_classes=..., in_chans=..., **kwargs) -> nn.Module``."""
 
 _MODEL_REGISTRY: dict[str, ModelBuilder] = {}
-
-TIMM_PREFIX = "timm:"
-TORCHVISION_PREFIX = "torchvision:"
+logger = logging.getLogger("patchswap.models")
 
 # Checkpoint key prefixes left by wrappers: a LightningModule holding ``self.model`` and DataParallel.
 _WRAPPER_PREFIXES = (MODEL_PREFIX, "module.")
@@ -69,27 +78,33 @@ def create_model(
     num_classes: int,
     *,
     in_chans: int = 3,
-    pretrained: str | Path | None = None,
+    pretrained: str | Path | bool | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a classifier returning logits ``[N, num_classes]``.
 
     ``name`` is a zoo name (see :func:`available_models`), ``"timm:<name>"`` or
-    ``"torchvision:<name>"``. Weights are never downloaded: ``pretrained`` is a path to a local
-    ``.safetensors`` / ``.pt`` / ``.ckpt`` file whose tensors are loaded after building (a classifier
-    whose size differs is skipped with a warning, so fine-tuning on a new label set works).
-    Extra ``kwargs`` go to the zoo builder or to the timm/torchvision constructor.
+    ``"torchvision:<name>"``. ``pretrained`` is a path to a local ``.safetensors`` / ``.pt`` / ``.ckpt``
+    file whose tensors are loaded after building (a classifier whose size differs is skipped with a
+    warning, so fine-tuning on a new label set works); ``True``/``"true"`` for a timm model (timm's hub
+    download and cache); or a torchvision weights name (``"IMAGENET1K_V2"``, ``"DEFAULT"``) for a
+    torchvision model. Hub weights get their classifier resized to ``num_classes`` and a one-line
+    report of what was skipped (see :mod:`patchswap.models.pretrained`). Extra ``kwargs`` go to the
+    zoo builder or to the timm/torchvision constructor.
     """
     _check_positive_int("num_classes", num_classes)
     _check_positive_int("in_chans", in_chans)
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"model name must be a non-empty string, got {name!r}")
     name = name.strip()
+    spec = parse_pretrained(name, pretrained)
+    hub = spec is not None and spec.source != "file"
 
     if name.lower().startswith(TIMM_PREFIX):
-        model = _create_timm(name[len(TIMM_PREFIX) :], num_classes, in_chans, kwargs)
+        model = _create_timm(name[len(TIMM_PREFIX) :], num_classes, in_chans, kwargs, hub=hub)
     elif name.lower().startswith(TORCHVISION_PREFIX):
-        model = _create_torchvision(name[len(TORCHVISION_PREFIX) :], num_classes, in_chans, kwargs)
+        weights = spec.value if hub and spec is not None else None
+        model = _create_torchvision(name[len(TORCHVISION_PREFIX) :], num_classes, in_chans, kwargs, weights)
     else:
         builder = _MODEL_REGISTRY.get(name.lower())
         if builder is None:
@@ -101,8 +116,8 @@ def create_model(
             )
         model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
 
-    if pretrained is not None:
-        load_pretrained(model, pretrained)
+    if spec is not None and spec.source == "file":
+        load_pretrained(model, spec.value)
     return model
 
 
@@ -114,8 +129,10 @@ def _check_positive_int(what: str, value: Any) -> None:
 # --------------------------------------------------------------------------- timm / torchvision
 
 
-def _create_timm(arch: str, num_classes: int, in_chans: int, kwargs: dict[str, Any]) -> nn.Module:
-    """timm sizes the head and the input stem itself; its pretrained download is always off."""
+def _create_timm(
+    arch: str, num_classes: int, in_chans: int, kwargs: dict[str, Any], *, hub: bool = False
+) -> nn.Module:
+    """timm sizes the head and the input stem itself; ``hub``: its pretrained weights (hub cache)."""
     if not arch:
         raise ValueError(f"empty timm model name; use '{TIMM_PREFIX}<name>', e.g. '{TIMM_PREFIX}resnet18'")
     try:
@@ -123,6 +140,8 @@ def _create_timm(arch: str, num_classes: int, in_chans: int, kwargs: dict[str, A
     except ImportError as err:  # pragma: no cover - timm is an app dependency
         raise ValueError(f"'{TIMM_PREFIX}{arch}' needs timm installed (pip install timm)") from err
     try:
+        if hub:
+            return create_timm_pretrained(arch, num_classes, in_chans, kwargs)
         return timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
     except RuntimeError as err:
         if "unknown model" in str(err).lower():
@@ -132,8 +151,11 @@ def _create_timm(arch: str, num_classes: int, in_chans: int, kwargs: dict[str, A
         raise
 
 
-def _create_torchvision(arch: str, num_classes: int, in_chans: int, kwargs: dict[str, Any]) -> nn.Module:
-    """torchvision has no ``in_chans`` argument, so a non-RGB input gets its first conv rebuilt."""
+def _create_torchvision(
+    arch: str, num_classes: int, in_chans: int, kwargs: dict[str, Any], weights: str | None = None
+) -> nn.Module:
+    """torchvision has no ``in_chans`` argument, so a non-RGB input gets its first conv rebuilt (from the
+    pretrained kernel when ``weights`` names torchvision weights)."""
     if not arch:
         raise ValueError(
             f"empty torchvision model name; use '{TORCHVISION_PREFIX}<name>', "
@@ -144,7 +166,10 @@ def _create_torchvision(arch: str, num_classes: int, in_chans: int, kwargs: dict
     except ImportError as err:  # pragma: no cover - torchvision is an app dependency
         raise ValueError(f"'{TORCHVISION_PREFIX}{arch}' needs torchvision installed") from err
     if kwargs.pop("weights", None) is not None:
-        raise ValueError("torchvision weights are never downloaded; pass pretrained='path/to/local/file'")
+        raise ValueError(
+            "pass torchvision weights as pretrained='IMAGENET1K_V1' (a weights name) or a local file, "
+            "not as weights="
+        )
 
     # Only top-level (classification) builders: detection/segmentation models take other arguments.
     classification = torchvision.models.list_models(module=torchvision.models)
@@ -160,7 +185,10 @@ def _create_torchvision(arch: str, num_classes: int, in_chans: int, kwargs: dict
         )
     if in_chans != 3 and kwargs.get("transform_input"):
         raise _transform_input_error(arch, in_chans)  # fail before paying for the build
-    model = torchvision.models.get_model(arch.lower(), weights=None, num_classes=num_classes, **kwargs)
+    if weights is not None:
+        model = create_torchvision_pretrained(arch, weights, num_classes, kwargs)
+    else:
+        model = torchvision.models.get_model(arch.lower(), weights=None, num_classes=num_classes, **kwargs)
     if in_chans != 3:
         _replace_input_conv(model, in_chans, arch)
     return model
@@ -270,10 +298,13 @@ def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
         )
     if mismatched:
         warnings.warn(
-            f"pretrained weights from {str(file)!r}: skipped {len(mismatched)} tensor(s) with a different "
-            f"shape (left at their fresh initialisation): {_shorten(mismatched)}",
+            f"pretrained weights from {str(file)!r}: loaded {len(filtered)}/{len(state)} tensors; skipped "
+            f"{len(mismatched)} tensor(s) with a different shape (left at their fresh initialisation): "
+            f"{_shorten(mismatched)}",
             stacklevel=2,
         )
+    else:
+        logger.info(report_line(repr(str(file)), len(state), {}))
     model.load_state_dict(filtered, strict=False)
     return model
 

@@ -1,25 +1,28 @@
-"""Image folders: ``folder:DIR`` (or a bare directory), decoded per item in DataLoader workers.
+"""Image folders: ``folder:DIR`` (or a bare directory), decoded a batch at a time in DataLoader workers.
 
 Layout: ``DIR/train/<class>/<images>`` with optional ``DIR/val/`` and ``DIR/test/`` beside it; the
-class order (and so the label indices) comes from ``train/``. Images are cropped to ``image_size``
-(default 224) by per-item transforms and normalized with ImageNet statistics, as pretrained
-backbones expect. Splits carved off ``train/`` use the eval transform.
+class order (and so the label indices) comes from ``train/``. Files are decoded with torchvision.io and
+cropped/resized/flipped as uint8 tensors (:class:`~patchswap.data.folder_images.FolderImages`); the
+normalisation runs batched on the device. Input size and mean/std: ``image_size`` when given, else
+the pretrained model's own (``model_input``), else 224 and the ImageNet statistics. Splits carved off
+``train/`` use the eval crop. Unusable files are left out before training (``on_bad_image``); an empty
+class folder, or a ``val/``/``test/`` class that ``train/`` lacks, is an error before training.
 """
 
 from __future__ import annotations
 
-import copy
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ..arrays import LabeledSubset
 from ..bundle import IMAGENET_MEAN, IMAGENET_STD, DataBundle
 from ..carve import SplitIndices
+from ..folder_images import FolderImages, scan_images
 from ..registry import DatasetRequest, register_dataset
-from ..transforms import DeviceAugment, folder_transform
+from ..transforms import DeviceAugment
 
 __all__ = ["DEFAULT_FOLDER_IMAGE_SIZE", "FolderSource", "load_folder"]
 
@@ -28,28 +31,30 @@ DEFAULT_FOLDER_IMAGE_SIZE = 224
 
 @dataclass
 class FolderSource:
-    """A scanned image folder before splitting: ``train`` (training transform), ``train_eval`` (the same
-    samples with the eval transform, for carved val/test) and the given ``val``/``test`` folders."""
+    """A scanned image folder before splitting: ``train`` (training crop), ``train_eval`` (the same
+    samples with the eval crop, for carved val/test) and the given ``val``/``test`` folders."""
 
     display: str
-    train: Any  # ImageFolder
-    train_eval: Any
-    val: Any | None
-    test: Any | None
+    train: FolderImages
+    train_eval: FolderImages
+    val: FolderImages | None
+    test: FolderImages | None
     classes: list[str]
     image_size: int
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     default_test_split: float | int | None = None
 
     def labels(self) -> np.ndarray:
-        return np.asarray(self.train.targets, dtype=np.int64)
+        return self.train.targets.numpy()
 
     def bundle(self, splits: SplitIndices) -> DataBundle:
-        """The bundle for carved ``splits``: subsets of the scanned samples, ImageNet statistics."""
+        """The bundle for carved ``splits``: subsets of the scanned samples; normalisation on the device."""
         test = self.test if splits.test is None else LabeledSubset(self.train_eval, splits.test)
         val = self.val if splits.val is None else LabeledSubset(self.train_eval, splits.val)
-        n = len(self.train.targets)
+        n = len(self.train)
         train = self.train if len(splits.train) == n else LabeledSubset(self.train, splits.train)
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        mean, std = tuple(self.mean), tuple(self.std)
         return DataBundle(
             train=train,
             val=val,
@@ -68,36 +73,51 @@ class FolderSource:
 
 
 def _class_dirs(directory: str) -> list[str]:
-    return sorted(entry.name for entry in os.scandir(directory) if entry.is_dir())
+    return sorted(entry.name for entry in os.scandir(directory) if entry.is_dir() and entry.name[0] != ".")
 
 
-def _scan_folder(directory: str, classes: list[str], train: bool, image_size: int) -> Any:
-    """ImageFolder over ``directory`` with the *training* class -> index mapping and clear errors."""
-    from torchvision.datasets import ImageFolder
-
+def _scan_folder(
+    directory: str, classes: list[str], train: bool, image_size: int, on_bad_image: str
+) -> FolderImages:
+    """The images of ``directory`` with the *training* class -> index mapping, and clear errors."""
     present = _class_dirs(directory)
     if not present:
         raise ValueError(f"{directory} has no class sub-folders; put images in {directory}/<class>/")
     extra = sorted(set(present) - set(classes))
     if extra:
-        raise ValueError(f"{directory} has class folders {extra} that are not in the train/ folder")
-    ds = ImageFolder(directory, transform=folder_transform(image_size, train), allow_empty=True)
-    counts = np.bincount(np.asarray(ds.targets, dtype=np.int64), minlength=len(ds.classes))
-    empty = [os.path.join(directory, c) for c, n in zip(ds.classes, counts, strict=True) if n == 0]
+        raise ValueError(
+            f"{directory} has class folder(s) {extra} that the train/ folder lacks: a model trained on "
+            "train/ cannot predict them; add them to train/ or remove them"
+        )
+    samples, bad = scan_images(directory, present, on_bad_image)
+    counts = np.bincount(np.asarray([t for _, t in samples], dtype=np.int64), minlength=len(present))
+    empty = [os.path.join(directory, c) for c, k in zip(present, counts, strict=True) if k == 0]
     if empty:
-        raise ValueError(f"class folder(s) with no images: {', '.join(empty)}")
-    if ds.classes != classes:  # val/ or test/ lacking a class: re-index to the train/ mapping
-        class_to_idx = {c: i for i, c in enumerate(classes)}
-        ds.samples = [(path, class_to_idx[ds.classes[t]]) for path, t in ds.samples]
-        ds.imgs = ds.samples
-        ds.targets = [t for _, t in ds.samples]
-        ds.classes, ds.class_to_idx = list(classes), class_to_idx
-    return ds
+        raise ValueError(f"class folder(s) with no usable images: {', '.join(empty)}")
+    index = {c: i for i, c in enumerate(classes)}  # val/ or test/ lacking a class: train/'s indices
+    samples = [(path, index[present[t]]) for path, t in samples]
+    return FolderImages(samples, classes, image_size, train=train, on_bad_image=on_bad_image, bad=bad)
 
 
 def _claims(text: str) -> bool:
     """A bare existing directory selects this family."""
     return os.path.isdir(os.path.expanduser(text))
+
+
+def _input(
+    image_size: int | None, model_input: Sequence | None
+) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """Crop size and statistics: the config's size, else the pretrained model's, else 224/ImageNet."""
+    size, mean, std = DEFAULT_FOLDER_IMAGE_SIZE, IMAGENET_MEAN, IMAGENET_STD
+    if model_input is not None:
+        size, mean, std = int(model_input[0]), tuple(model_input[1]), tuple(model_input[2])
+    if image_size is not None:
+        size = int(image_size)
+    if size <= 0:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    if len(mean) != 3 or len(std) != 3:
+        raise ValueError(f"image folders are RGB: mean/std need 3 values, got {mean} and {std}")
+    return size, tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
 @register_dataset(
@@ -107,8 +127,6 @@ def load_folder(request: DatasetRequest) -> FolderSource:
     """Scan ``request.argument``'s ``train/`` (and ``val/``, ``test/``) folders."""
     if not request.argument:
         raise ValueError("'folder:' needs a directory: folder:PATH")
-    from torchvision.datasets.vision import StandardTransform
-
     root = os.path.abspath(os.path.expanduser(request.argument))
     train_dir = os.path.join(root, "train")
     if not os.path.isdir(train_dir):
@@ -116,18 +134,12 @@ def load_folder(request: DatasetRequest) -> FolderSource:
             f"image folder {root} has no train/ directory ({train_dir} is missing); expected "
             f"{root}/train/<class>/<image files> with optional val/ and test/ next to it"
         )
+    size, mean, std = _input(request.image_size, request.model_input)
     classes = _class_dirs(train_dir)
-    image_size = request.image_size
-    size = int(image_size) if image_size is not None else DEFAULT_FOLDER_IMAGE_SIZE
-    if size <= 0:
-        raise ValueError(f"image_size must be positive, got {image_size}")
-    train = _scan_folder(train_dir, classes, True, size)
-    # A second ImageFolder object over the same scanned samples, with the eval-time per-item transform,
-    # for val/test carved off train/ (no second directory walk).
-    train_eval = copy.copy(train)
-    train_eval.transform = folder_transform(size, False)
-    train_eval.transforms = StandardTransform(train_eval.transform, None)
+    bad = request.on_bad_image
+    train = _scan_folder(train_dir, classes, True, size, bad)
+    train_eval = train.with_train(False)
     val_dir, test_dir = os.path.join(root, "val"), os.path.join(root, "test")
-    val = _scan_folder(val_dir, classes, False, size) if os.path.isdir(val_dir) else None
-    test = _scan_folder(test_dir, classes, False, size) if os.path.isdir(test_dir) else None
-    return FolderSource("folder:" + root, train, train_eval, val, test, classes, size)
+    val = _scan_folder(val_dir, classes, False, size, bad) if os.path.isdir(val_dir) else None
+    test = _scan_folder(test_dir, classes, False, size, bad) if os.path.isdir(test_dir) else None
+    return FolderSource("folder:" + root, train, train_eval, val, test, classes, size, mean, std)

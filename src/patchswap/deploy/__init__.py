@@ -8,7 +8,8 @@ rebuilds the network with :func:`patchswap.models.create_model` and the data wit
   :func:`load_temperature` reads it back for ``eval`` and ``predict``.
 * :func:`predict` -- top-k classes with (calibrated) probabilities for files and folders.
 * :func:`export` -- ONNX, TorchScript or ExportedProgram with the normalisation folded in, verified
-  in its runtime and measured (size, latency).
+  in its runtime and measured (size, latency); the file itself (writing each format, its metadata,
+  :func:`load_exported`, :func:`read_metadata`) is :mod:`patchswap.deploy.formats`.
 """
 
 from .calibrate import (
@@ -22,16 +23,8 @@ from .calibrate import (
     load_calibration,
     load_temperature,
 )
-from .export import (
-    FORMATS,
-    DeployModel,
-    ExportReport,
-    UnsupportedOperationError,
-    export,
-    format_export,
-    load_exported,
-    read_metadata,
-)
+from .export import ExportReport, export, format_export
+from .formats import FORMATS, DeployModel, UnsupportedOperationError, load_exported, read_metadata
 from .loading import DeployError, LoadedRun, load_run
 from .predict import Prediction, find_images, format_predictions, predict, write_predictions
 

@@ -227,9 +227,18 @@ class RunGuard(Checkpoint):
         self._check_nonfinite(trainer)  # before best.ckpt can be written
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._check_nonfinite(trainer)
+        self._check_nonfinite(trainer)  # before best.ckpt and last.ckpt of the epoch are written
+
+    def finish_epoch(self, trainer: L.Trainer) -> None:
+        """After the epoch's best and last checkpoints (see :attr:`after_checkpoints`): stop if asked."""
         if self._stop_at_epoch_end:
-            self._stop(trainer, self._save(trainer, step_file=False))
+            self._stop(trainer, self.ckpt_dir / "last.ckpt")
+
+    @property
+    def after_checkpoints(self) -> Checkpoint:
+        """The callback to list after the run's ModelCheckpoints: a stop asked at an epoch's last batch
+        happens once they have written the epoch's checkpoints."""
+        return _AfterCheckpoints(self)
 
     def _stop(self, trainer: L.Trainer, path: Path) -> None:
         name = signal.Signals(self._signal).name if self._signal is not None else "a signal on another rank"
@@ -246,6 +255,14 @@ class RunGuard(Checkpoint):
 
     def state_dict(self) -> dict[str, Any]:
         return {}
+
+
+class _AfterCheckpoints(Checkpoint):
+    def __init__(self, guard: RunGuard) -> None:
+        self.guard = guard
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.guard.finish_epoch(trainer)
 
 
 def _link_over(source: Path, target: Path) -> None:

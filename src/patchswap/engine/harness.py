@@ -126,6 +126,8 @@ def run_callbacks(
         last,
         EpochMetricsCSV(run_dir / "metrics.csv"),
     ]
+    if guard:
+        callbacks.append(guard.after_checkpoints)
     if early_stopping_patience and monitor:
         callbacks.append(EarlyStopping(monitor, mode="max", patience=early_stopping_patience))
     if os.environ.get(FAULT_ENV):

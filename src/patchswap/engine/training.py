@@ -147,13 +147,12 @@ def train(
         run_dir = free_run_dir(run_dir)
     cfg.trainer.run_dir = str(run_dir)
     precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    if cfg.trainer.precision == "auto" and launcher_rank() == 0:
-        print(f"precision  {precision} (trainer.precision auto: {why})", file=sys.stderr, flush=True)
+    auto = cfg.trainer.precision == "auto"
     cfg.trainer.precision = precision
     created = not run_dir.exists()
     last = prepare_run_dir(run_dir, cfg, resume=resume, command="train", overwrite=overwrite)
     try:
-        return _train(cfg, run_dir, last, resume=resume, checkpoint=checkpoint)
+        return _train(cfg, run_dir, last, resume=resume, checkpoint=checkpoint, why=why if auto else None)
     except BaseException:
         if not resume and launcher_rank() == 0 and not holds_run(run_dir):
             clear_run(run_dir, remove_dir=created)  # a failed start leaves no config-only run directory
@@ -161,11 +160,15 @@ def train(
 
 
 def _train(
-    cfg: RunConfig, run_dir: Path, last: Path, *, resume: bool, checkpoint: Path | None
+    cfg: RunConfig, run_dir: Path, last: Path, *, resume: bool, checkpoint: Path | None, why: str | None
 ) -> dict[str, Any]:
     ckpt_dir = run_dir / "checkpoints"
     resume_from = checkpoint or last
     run = ClassificationRun(cfg)
+    if why is not None and launcher_rank() == 0:  # the run is built: say which precision auto chose
+        print(
+            f"precision  {cfg.trainer.precision} (trainer.precision auto: {why})", file=sys.stderr, flush=True
+        )
     if resume:
         check_matches_module(resume_from, run.module)
         if launcher_rank() == 0:  # only now: the checkpoint has loaded and matched the run it describes

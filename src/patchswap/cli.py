@@ -144,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a killed or finished run from its last checkpoint"
     )
+    train.add_argument(
+        "--from-checkpoint",
+        metavar="NAME",
+        help="with --resume: continue from this checkpoint (e.g. best.ckpt)",
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in --trainer.run_dir"
+    )
     _add_config_flags(train)
 
     ev = sub.add_parser(
@@ -250,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     transfer.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or finished transfer run")
+    transfer.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in --trainer.run_dir"
+    )
     transfer.add_argument(
         "--eval", metavar="RUN", help="evaluate a transfer run dir or checkpoint instead of training"
     )
@@ -382,9 +393,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.config:
             raise SystemExit("--resume uses the config saved in the run directory; drop --config")
-        summary = resume(args.resume, overrides)
+        summary = resume(args.resume, overrides, from_checkpoint=args.from_checkpoint)
     else:
-        summary = train(load_config(args.config, overrides))
+        summary = train(load_config(args.config, overrides), overwrite=args.overwrite)
     if summary:
         _print_summary(summary)
     return 0
@@ -454,7 +465,7 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
             raise SystemExit("--resume uses the config saved in the run directory; drop --config")
         summary = resume_transfer(args.resume, overrides)
     else:
-        summary = train_transfer(load_transfer_config(args.config, overrides))
+        summary = train_transfer(load_transfer_config(args.config, overrides), overwrite=args.overwrite)
     if summary:
         score = summary["selected_on"].split("/")[1]
         for split in ("val", "test"):
@@ -577,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         RuntimeError,
     ) as e:
         print(f"patchswap {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)  # distinct statuses: patchswap.engine.errors
 
 
 if __name__ == "__main__":

@@ -212,7 +212,12 @@ def test_dlb_distils_the_kept_half_batch_from_its_last_step_predictions():
     # A new epoch starts with an empty memory.
     method(model, MethodBatch(x1, y1, epoch=1))
     assert model.seen[2].shape[0] == N
-    assert not method.state_dict(), "the kept batch is not checkpointed"
+    # The kept half-batch is checkpointed with its epoch, so a run resumed inside an epoch continues exactly.
+    state = method.state_dict()
+    assert int(state["kept_half_epoch"]) == 1 and torch.equal(state["kept_half_images"], x1[half:])
+    again = type(method)(method.options)
+    again.load_state_dict(state)
+    assert again._kept_epoch == 1 and torch.equal(again._kept[0], x1[half:])
 
 
 def _second_view(raw: torch.Tensor) -> torch.Tensor:

@@ -10,9 +10,17 @@ from typing import Any
 
 import lightning as L
 
-__all__ = ["FAULT_ENV", "EpochMetricsCSV", "FaultInjection", "read_metrics", "training_time"]
+__all__ = [
+    "FAULT_ENV",
+    "FAULT_SIGNAL_ENV",
+    "EpochMetricsCSV",
+    "FaultInjection",
+    "read_metrics",
+    "training_time",
+]
 
 FAULT_ENV = "PATCHSWAP_FAULT_AT_STEP"
+FAULT_SIGNAL_ENV = "PATCHSWAP_FAULT_SIGNAL"  # which signal (default SIGKILL), e.g. SIGTERM
 
 
 def read_metrics(path: str | Path) -> list[dict[str, str]]:
@@ -95,17 +103,23 @@ class EpochMetricsCSV(L.Callback):
 
 
 class FaultInjection(L.Callback):
-    """Kills the process with SIGKILL at a global step, when ``PATCHSWAP_FAULT_AT_STEP`` is set.
+    """Sends the process SIGKILL (or ``PATCHSWAP_FAULT_SIGNAL``) at a global step, when
+    ``PATCHSWAP_FAULT_AT_STEP`` is set.
 
-    Exists for the resume tests: a real kill, not an exception Lightning could tidy up after.
+    Exists for the resume tests: a real signal, not an exception Lightning could tidy up after. A
+    signal other than SIGKILL is sent once; the run's own handler decides what it does.
     """
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, signum: int | None = None) -> None:
         self.step = step
+        name = os.environ.get(FAULT_SIGNAL_ENV, "SIGKILL")
+        self.signum = signum if signum is not None else int(getattr(signal, name))
+        self._sent = False
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if trainer.global_step >= self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if trainer.global_step >= self.step and not self._sent:
+            self._sent = self.signum != signal.SIGKILL
+            os.kill(os.getpid(), self.signum)
 
 
 def training_time(rows: list[dict[str, str]]) -> tuple[float, float]:

@@ -101,7 +101,11 @@ class TrainerSection:
     strategy: str = opt("auto", "auto | ddp | ...")
     num_nodes: int = opt(1, "machines (with torchrun or SLURM; see docs/distributed.md)")
     cudnn_benchmark: bool = opt(True, "let cuDNN pick the fastest kernels for fixed input sizes (GPU)")
-    precision: str = opt("32-true", "32-true | bf16-mixed | 16-mixed")
+    precision: str = opt(
+        "auto",
+        "auto | 32-true | bf16-mixed | 16-mixed (auto: bf16-mixed on GPUs and CPUs with native bfloat16, "
+        "else 32-true; the run's config.yaml keeps the resolved value)",
+    )
     run_dir: str | None = opt(None, "where the run is written (none: runs/<data>-<model>-<method>-s<seed>)")
     val_every_n_epochs: int = opt(
         1, "validate every N epochs (and on the last one): cheaper small-data studies"
@@ -111,6 +115,20 @@ class TrainerSection:
     log_every_n_steps: int = opt(20, "log training metrics every N steps")
     limit_train_batches: float = opt(1.0, "fraction (<= 1) or count of batches per epoch, for smoke runs")
     deterministic: bool = opt(False, "ask torch for deterministic kernels (slower on GPU)")
+    checkpoint_every_n_steps: int = opt(
+        0, "also write last.ckpt every N training steps inside an epoch (0 = at epoch ends only)"
+    )
+    checkpoint_every_minutes: float = opt(
+        0.0, "also write last.ckpt inside an epoch when this many minutes passed since the last one (0 = off)"
+    )
+    keep_last_k: int = opt(
+        0, "keep the K newest mid-epoch checkpoints as checkpoints/step-N.ckpt besides last and best"
+    )
+    on_nonfinite: str = opt("stop", "stop | skip_step: what a NaN or infinite training loss does")
+    requeue: bool = opt(
+        False,
+        "on SLURM: requeue the job after a stop signal, and resume it when it restarts (docs/distributed.md)",
+    )
 
 
 SECTIONS: dict[str, type] = {
@@ -195,6 +213,26 @@ def check_trainer(t: TrainerSection) -> None:
     """Checks of the trainer section shared by every config class."""
     if t.epochs < 1:
         raise ConfigError(f"trainer.epochs must be at least 1, got {t.epochs}")
+    if t.precision not in (
+        "auto",
+        "32-true",
+        "32",
+        "bf16-mixed",
+        "16-mixed",
+        "bf16-true",
+        "16-true",
+        "64-true",
+    ):
+        raise ConfigError(
+            f"trainer.precision must be auto, 32-true, bf16-mixed or 16-mixed, got {t.precision!r}"
+        )
+    if t.on_nonfinite not in ("stop", "skip_step"):
+        raise ConfigError(f"trainer.on_nonfinite must be stop or skip_step, got {t.on_nonfinite!r}")
+    if t.checkpoint_every_n_steps < 0 or t.checkpoint_every_minutes < 0 or t.keep_last_k < 0:
+        raise ConfigError(
+            "trainer.checkpoint_every_n_steps, trainer.checkpoint_every_minutes and trainer.keep_last_k "
+            "must be 0 (off) or positive"
+        )
     if t.limit_train_batches <= 0:
         raise ConfigError("trainer.limit_train_batches must be positive")
     if t.val_every_n_epochs < 1 or t.epochs % t.val_every_n_epochs:

@@ -25,9 +25,11 @@ from patchswap.engine.dense_module import DenseModule, score_key
 from patchswap.engine.harness import (
     RunError,
     fit_on_all_ranks,
+    launcher_rank,
     lightning_trainer,
     prepare_run_dir,
     quiet_lightning,
+    resolve_precision,
     run_callbacks,
 )
 from patchswap.engine.transfer_config import TransferConfig, method_options
@@ -96,6 +98,7 @@ class _TransferRun:
         self.datamodule = DenseDataModule(cfg, self.datasets)
 
     def _store_config(self, checkpoint: dict[str, Any]) -> None:
+        DenseModule.on_save_checkpoint(self.module, checkpoint)  # the epoch's generator
         checkpoint[TRANSFER_CONFIG_KEY] = self.cfg.to_dict()
         checkpoint[BACKBONE_KEY] = self.backbone_name
 
@@ -103,11 +106,14 @@ class _TransferRun:
         return lightning_trainer(self.cfg.trainer, run_dir, callbacks=callbacks, fit=fit)
 
 
-def train_transfer(cfg: TransferConfig, *, resume: bool = False) -> dict[str, Any]:
+def train_transfer(cfg: TransferConfig, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Fine-tune, select the best epoch on val (mIoU or mAP), test it once; returns the summary."""
     run_dir = Path(cfg.trainer.run_dir) if cfg.trainer.run_dir else default_transfer_dir(cfg)
     cfg.trainer.run_dir = str(run_dir)
-    last = prepare_run_dir(run_dir, cfg, resume=resume, command="transfer")
+    cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)[0]
+    last = prepare_run_dir(run_dir, cfg, resume=resume, command="transfer", overwrite=overwrite)
+    if resume and launcher_rank() == 0:
+        cfg.dump(run_dir / "config.yaml")
     run = _TransferRun(cfg)
     monitor = score_key(cfg.task)
     checkpoint, callbacks = run_callbacks(run_dir, monitor, cfg.trainer.early_stopping_patience)

@@ -22,13 +22,21 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from patchswap.engine.callbacks import FAULT_ENV, EpochMetricsCSV, FaultInjection
 from patchswap.engine.checkpoint import AtomicCheckpointIO
 from patchswap.engine.config import TrainerSection
-from patchswap.runs import (
-    load_checkpoint,
-)
+from patchswap.engine.errors import RunError
+
+RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "curves.png", "tensorboard", "checkpoints")
+"""What a training run writes in its run directory (and what --overwrite removes, nothing else)."""
 
 __all__ = [
+    "RUN_FILES",
     "keep_freed_memory",
     "RunError",
+    "check_writable",
+    "clear_run",
+    "cpu_has_native_bf16",
+    "free_run_dir",
+    "holds_run",
+    "resolve_precision",
     "fit_on_all_ranks",
     "launcher_rank",
     "lightning_trainer",
@@ -38,10 +46,6 @@ __all__ = [
     "run_callbacks",
     "split_metrics",
 ]
-
-
-class RunError(RuntimeError):
-    """A run cannot start or continue as asked (existing run dir, nothing to resume, ...)."""
 
 
 def lightning_trainer(
@@ -57,6 +61,12 @@ def lightning_trainer(
     if t.progress_bar and fit:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 4)))
     logger: Any = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="") if fit else False
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if fit and getattr(t, "requeue", False):
+        from lightning.fabric.plugins.environments import SLURMEnvironment
+
+        if SLURMEnvironment.detect():  # Lightning's SLURM auto-requeue; our RunGuard owns the signals
+            plugins.append(SLURMEnvironment(auto_requeue=True))
     return L.Trainer(
         max_epochs=t.epochs,
         accelerator=t.accelerator,
@@ -64,10 +74,10 @@ def lightning_trainer(
         strategy=strategy,
         num_nodes=t.num_nodes if fit else 1,
         benchmark=t.cudnn_benchmark,
-        precision=t.precision,  # type: ignore[arg-type]
+        precision=resolve_precision(t.precision, t.accelerator)[0],  # type: ignore[arg-type]
         callbacks=cbs,
         logger=logger,
-        plugins=[AtomicCheckpointIO()],
+        plugins=plugins,
         use_distributed_sampler=False,  # our batch samplers shard pairs themselves
         enable_progress_bar=t.progress_bar and fit,
         enable_model_summary=False,
@@ -82,9 +92,12 @@ def lightning_trainer(
 
 
 def run_callbacks(
-    run_dir: Path, monitor: str | None, early_stopping_patience: int = 0
+    run_dir: Path, monitor: str | None, early_stopping_patience: int = 0, *, guard: Any = None
 ) -> tuple[ModelCheckpoint, list[Any]]:
     """Best/last checkpoints (selected on ``monitor``), metrics.csv, early stopping, fault injection.
+
+    ``guard`` (a :class:`patchswap.engine.guard.RunGuard`) comes before the checkpoints, so a loss that
+    is not finite stops the run before they write, and a stop asked at an epoch's end writes first.
 
     ``best.ckpt`` is written when validation improves; ``last.ckpt`` at the end of every training
     epoch by a checkpoint of its own, because Lightning's ``save_last`` only saves on validation
@@ -107,7 +120,14 @@ def run_callbacks(
         save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
-    callbacks: list[Any] = [checkpoint, last, EpochMetricsCSV(run_dir / "metrics.csv")]
+    callbacks: list[Any] = [
+        *([guard] if guard else []),
+        checkpoint,
+        last,
+        EpochMetricsCSV(run_dir / "metrics.csv"),
+    ]
+    if guard:
+        callbacks.append(guard.after_checkpoints)
     if early_stopping_patience and monitor:
         callbacks.append(EarlyStopping(monitor, mode="max", patience=early_stopping_patience))
     if os.environ.get(FAULT_ENV):
@@ -124,25 +144,139 @@ def fit_on_all_ranks(trainer: L.Trainer, run: Any, resume_from: Path | None) -> 
     return trainer.is_global_zero
 
 
-def prepare_run_dir(run_dir: Path, cfg: Any, *, resume: bool, command: str) -> Path:
-    """Refuse to overwrite a run or to resume nothing; write the resolved config. Returns last.ckpt."""
+def holds_run(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds a run that trained (a last checkpoint or a summary)."""
+    return (run_dir / "checkpoints" / "last.ckpt").exists() or (run_dir / "summary.json").exists()
+
+
+def free_run_dir(default: Path) -> Path:
+    """``default``, or ``default-2``, ``default-3``, ... : the first that holds no run and no config."""
+    candidate, n = default, 1
+    while holds_run(candidate) or (candidate / "config.yaml").exists():
+        n += 1
+        candidate = default.with_name(f"{default.name}-{n}")
+    return candidate
+
+
+def clear_run(run_dir: Path, *, remove_dir: bool = True) -> None:
+    """Remove what a run wrote in ``run_dir`` (:data:`RUN_FILES`), and the folder (``remove_dir``) when
+    that empties it."""
+    import shutil
+
+    for name in RUN_FILES:
+        p = run_dir / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    if remove_dir:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # only when empty
+
+
+def check_writable(run_dir: Path) -> None:
+    """Create ``run_dir`` and write a file in it, or fail with a message that names the folder."""
+    import tempfile
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir / "checkpoints"):
+            pass
+    except OSError as e:
+        what = {
+            "NotADirectoryError": "a file stands where a folder of that path must be",
+            "FileExistsError": "a file of that name exists",
+            "PermissionError": "permission denied",
+        }.get(type(e).__name__, e.strerror or type(e).__name__)
+        raise RunError(
+            f"cannot write the run directory {run_dir} ({what}: {e.filename or run_dir}); choose another "
+            "--trainer.run_dir or fix that folder's permissions"
+        ) from None
+
+
+def prepare_run_dir(run_dir: Path, cfg: Any, *, resume: bool, command: str, overwrite: bool = False) -> Path:
+    """Refuse to overwrite a run (unless ``overwrite``) or to resume nothing; check that the folder is
+    writable; write the resolved config of a new run. Returns last.ckpt.
+
+    A resumed run's config is written later, by the caller, once its checkpoint has loaded and matched.
+    """
     last = run_dir / "checkpoints" / "last.ckpt"
     if resume:
         if not last.exists():
             raise RunError(
                 f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (the run stopped before its first "
-                f"epoch ended); start it again with: patchswap {command} --config {run_dir / 'config.yaml'}"
+                f"checkpoint); start it again with: patchswap {command} --config {run_dir / 'config.yaml'} "
+                "--overwrite"
             )
-        load_checkpoint(last)  # fails early and clearly on a truncated file
-    elif last.exists():
-        raise RunError(
-            f"{run_dir} already holds a run; continue it with `patchswap {command} --resume {run_dir}` or "
-            "choose another --trainer.run_dir"
-        )
+    elif holds_run(run_dir):
+        if not overwrite:
+            raise RunError(
+                f"{run_dir} already holds a run; continue it with `patchswap {command} --resume {run_dir}`, "
+                "replace it with --overwrite, or choose another --trainer.run_dir"
+            )
+        if launcher_rank() == 0:
+            clear_run(run_dir)
     if launcher_rank() == 0:  # DDP children re-run this command: only the first process writes
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.dump(run_dir / "config.yaml")
+        check_writable(run_dir)
+        if not resume:
+            cfg.dump(run_dir / "config.yaml")
     return last
+
+
+_warned_bf16 = False
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bfloat16 arithmetic (AMX or AVX512-BF16), read from /proc/cpuinfo on Linux."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False  # not Linux: no cheap way to tell; fp32 is the safe default
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags.update(line.split(":", 1)[-1].split())
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
+def _on_gpu(accelerator: str) -> bool:
+    return str(accelerator).lower() in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+def resolve_precision(precision: str, accelerator: str) -> tuple[str, str]:
+    """``trainer.precision`` as Lightning takes it, and why: ``auto`` becomes bf16-mixed on GPUs that
+    support it and on CPUs with native bfloat16, 32-true elsewhere. An explicit bf16-mixed on a CPU
+    without native bfloat16 warns (once per process) that it is emulated and slow."""
+    global _warned_bf16
+    acc = str(accelerator).lower()
+    gpu = _on_gpu(acc)
+    cpu = (
+        not gpu
+        and acc in ("auto", "cpu")
+        and not (
+            acc == "auto"
+            and getattr(torch.backends, "mps", None) is not None
+            and torch.backends.mps.is_available()
+        )
+    )
+    if precision != "auto":
+        if precision.startswith("bf16") and cpu and not cpu_has_native_bf16() and not _warned_bf16:
+            _warned_bf16 = True
+            warnings.warn(
+                f"trainer.precision={precision} on a CPU without native bfloat16 (no AMX or AVX512-BF16): "
+                "it is "
+                "emulated and several times slower than fp32; use trainer.precision auto or 32-true",
+                stacklevel=2,
+            )
+        return precision, "as set"
+    if gpu:
+        if torch.cuda.is_bf16_supported():
+            return "bf16-mixed", "GPU with bfloat16"
+        return "32-true", "GPU without bfloat16"
+    if cpu and cpu_has_native_bf16():
+        return "bf16-mixed", "CPU with native bfloat16 (AMX or AVX512-BF16)"
+    return "32-true", "no native bfloat16 on this device" if cpu else "not a CUDA GPU or CPU"
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ the data order. In-memory datasets are indexed a whole batch at a time (``__geti
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
@@ -24,6 +24,7 @@ __all__ = [
     "EvalShardSampler",
     "IndexedDataset",
     "PatchswapDataModule",
+    "ResumableLoader",
     "ShuffledBatchSampler",
 ]
 
@@ -53,9 +54,21 @@ class ShuffledBatchSampler(Sampler[list[int]]):
         self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
         self.drop_last, self.shuffle = drop_last, shuffle
         self.epoch = 0
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's order; a resumed mid-epoch offset survives only for its own epoch."""
+        if int(epoch) != self.epoch:
+            self._skip = 0
         self.epoch = int(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Epoch and batches done in it (the engine stores its own step count: a loader prefetches)."""
+        return {"epoch": self.epoch, "batches_done": self._skip, "seed": self.seed, "num_batches": len(self)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _check_sampler_state(state, self.seed, len(self))
+        self.epoch, self._skip = int(state["epoch"]), int(state.get("batches_done", 0))
 
     def __len__(self) -> int:
         per_rank = (
@@ -76,8 +89,53 @@ class ShuffledBatchSampler(Sampler[list[int]]):
             # np.resize wraps around as often as needed: fewer samples than ranks still fills every rank.
             order = np.concatenate([order, np.resize(order, pad)])
         mine = order[self.rank :: r]
-        for i in range(len(self)):
+        start, self._skip = self._skip, 0
+        for i in range(start, len(self)):
             yield mine[i * self.batch_size : (i + 1) * self.batch_size].tolist()
+
+
+def _check_sampler_state(state: dict[str, Any], seed: int, num_batches: int) -> None:
+    if int(state.get("seed", seed)) != seed:
+        raise ValueError(f"sampler state was saved with seed {state['seed']} but this sampler has {seed}")
+    saved = state.get("num_batches")
+    if saved is not None and int(saved) != num_batches:
+        raise ValueError(
+            f"the checkpoint was written mid-epoch with {saved} batches per epoch, but this run makes "
+            f"{num_batches}: resume it with the same data, batch size and devices (or from an epoch-end "
+            "checkpoint)"
+        )
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader, made resumable mid-epoch (Lightning's ``Stateful`` protocol).
+
+    Lightning stores :meth:`state_dict` in every checkpoint and, when it restarts inside an epoch,
+    hands it back to :meth:`load_state_dict` before making the iterator, so the batch sampler skips
+    the batches already trained on. The position comes from ``position()`` -- ``(epoch, batches
+    done)`` as the trainer counts them -- not from the sampler, which runs ahead of training by the
+    batches the loader prefetches.
+    """
+
+    def __init__(self, *args: Any, position: Callable[[], tuple[int, int]] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._position = position
+
+    def state_dict(self) -> dict[str, Any]:
+        state = dict(self.batch_sampler.state_dict())  # type: ignore[union-attr]
+        if self._position is not None:
+            state["epoch"], state["batches_done"] = self._position()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        load_sampler_position(self.batch_sampler, state)
+
+
+def load_sampler_position(sampler: Any, state: dict[str, Any]) -> None:
+    """Put a batch sampler at a saved (epoch, batches done); a finished epoch means the next one."""
+    state = dict(state)
+    if int(state.get("batches_done", 0)) >= len(sampler):
+        state["epoch"], state["batches_done"] = int(state["epoch"]) + 1, 0
+    sampler.load_state_dict(state)
 
 
 IGNORE_LABEL = -100  # label of padding samples: metrics skip it (torchmetrics ignore_index)
@@ -161,6 +219,20 @@ class PatchswapDataModule(L.LightningDataModule):
         self.sampler_options = sampler_options or {}
         self.num_workers = 0 if bundle.in_memory else num_workers
         self.train_sampler: ClassPairBatchSampler | ShuffledBatchSampler | None = None
+        self._saved_position: dict[str, Any] | None = None
+
+    # Lightning restores a datamodule's state before it asks for the training loader (which it does
+    # early, to count the steps of the lr schedule), so the sampler is made at the saved position.
+    # The loader's own Stateful state is loaded by Lightning only when the loader is made later.
+    def state_dict(self) -> dict[str, Any]:
+        if self.train_sampler is None or getattr(self, "trainer", None) is None:
+            return {}
+        state = dict(self.train_sampler.state_dict())
+        state["epoch"], state["batches_done"] = self._position()
+        return {"train_sampler": state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._saved_position = state_dict.get("train_sampler")
 
     def setup(self, stage: str) -> None:
         """On an accelerator, in-memory datasets move there once: batches are then indexed on the device."""
@@ -202,21 +274,31 @@ class PatchswapDataModule(L.LightningDataModule):
             rank=rank,
         )
 
-    def _loader(self, dataset: Dataset, batch_sampler: Sampler) -> DataLoader:
+    def _position(self) -> tuple[int, int]:
+        """(epoch, batches trained on in it), as the trainer counts them (for ResumableLoader)."""
+        trainer: Any = self.trainer
+        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+    def _loader(self, dataset: Dataset, batch_sampler: Sampler, *, train: bool = False) -> DataLoader:
         workers = self.num_workers
-        return DataLoader(
+        extra: dict[str, Any] = {"position": self._position} if train else {}
+        return (ResumableLoader if train else DataLoader)(
             IndexedDataset(dataset),
             batch_sampler=batch_sampler,
             collate_fn=_already_batched,
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available() and not self.bundle.in_memory,
+            **extra,
         )
 
     def train_dataloader(self) -> DataLoader:
         if self.train_sampler is None:
             self.train_sampler = self.make_train_sampler()
-        return self._loader(self.bundle.train, self.train_sampler)
+        if self._saved_position is not None:
+            load_sampler_position(self.train_sampler, self._saved_position)
+            self._saved_position = None
+        return self._loader(self.bundle.train, self.train_sampler, train=True)
 
     def _eval_loader(self, dataset: Dataset | None) -> DataLoader | list:
         if dataset is None:

@@ -2,7 +2,10 @@
 
 Randomness is re-derived at the start of every epoch -- the augmentation and swap generator, the
 global RNG (dropout) and the batch sampler -- and the global RNG again at every step, so a run
-resumed from a checkpoint continues exactly as the uninterrupted run would have.
+resumed from a checkpoint continues exactly as the uninterrupted run would have. A checkpoint
+written inside an epoch also holds the state of the epoch's generator (:data:`RESUME_KEY`): Lightning
+does not call ``on_train_epoch_start`` when it restarts mid-epoch, so the generator is restored from
+that state instead of being re-derived.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import torch
 
 from patchswap.seeding import derive_seed, generator
 
-__all__ = ["SeededTraining", "seed_step", "start_epoch_randomness"]
+__all__ = ["RESUME_KEY", "SeededTraining", "seed_step", "start_epoch_randomness"]
+
+RESUME_KEY = "patchswap_epoch_generator"
+"""Checkpoint key of ``{"epoch": E, "state": ByteTensor}``: the epoch's generator at the checkpoint."""
 
 
 # The streams of a training run, named (seed, epoch, purpose[, step]) (see patchswap.seeding).
@@ -57,10 +63,38 @@ class SeededTraining(L.LightningModule):
     _epoch_images: int = 0
     _epoch_t0: float = 0.0
 
+    _saved_generator: dict[str, Any] | None = None
+
     def on_train_epoch_start(self) -> None:
         self._generator = start_epoch_randomness(self, self.seed)
         self._epoch_images = 0
         self._epoch_t0 = time.perf_counter()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._generator is not None:
+            checkpoint[RESUME_KEY] = {"epoch": self.current_epoch, "state": self._generator.get_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._saved_generator = checkpoint.get(RESUME_KEY)
+
+    def on_train_start(self) -> None:
+        """A restart inside an epoch skips ``on_train_epoch_start``: continue the epoch's generator."""
+        loop = self.trainer.fit_loop
+        if not loop.restarted_mid_epoch:
+            return
+        self._epoch_images, self._epoch_t0 = 0, time.perf_counter()
+        saved = self._saved_generator
+        self._generator = start_epoch_randomness(self, self.seed)
+        if saved is not None and int(saved["epoch"]) == self.current_epoch:
+            self._generator.set_state(saved["state"])
+        else:  # a checkpoint of an older version: the epoch's stream from its start (not exact)
+            import warnings
+
+            warnings.warn(
+                "this checkpoint was written inside an epoch without the state of its random generator: "
+                "the resumed epoch's augmentation differs from the uninterrupted run's",
+                stacklevel=2,
+            )
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         seed_step(self, self.seed, batch_idx)

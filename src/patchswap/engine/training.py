@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,17 +23,24 @@ import torch
 from patchswap.data import DataBundle, build_data_from_section
 from patchswap.engine.callbacks import read_metrics, training_time
 from patchswap.engine.config import RunConfig, load_config
+from patchswap.engine.guard import RunGuard
 from patchswap.engine.harness import (
     RunError,
+    clear_run,
     fit_on_all_ranks,
+    free_run_dir,
+    holds_run,
+    launcher_rank,
     lightning_trainer,
     prepare_run_dir,
     quiet_lightning,
+    resolve_precision,
     run_callbacks,
     split_metrics,
 )
 from patchswap.engine.loaders import PatchswapDataModule
 from patchswap.engine.module import ClassifierModule
+from patchswap.engine.resuming import check_matches_module, resume_config, resume_point
 from patchswap.evaluation.plots import plot_training_curves
 from patchswap.methods import method_class
 from patchswap.models import create_model, pretrained_input
@@ -99,29 +108,75 @@ class ClassificationRun:
         )
 
     def _store_config(self, checkpoint: dict[str, Any]) -> None:
+        ClassifierModule.on_save_checkpoint(self.module, checkpoint)  # the epoch's generator
         checkpoint[CONFIG_KEY] = self.cfg.to_dict()
 
     def trainer(self, run_dir: Path | None, *, callbacks: list | None = None, fit: bool = True) -> L.Trainer:
         return lightning_trainer(self.cfg.trainer, run_dir, callbacks=callbacks, fit=fit)
 
 
-def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
-    """Train, select the best epoch on the validation split, test it once; returns the summary."""
-    run_dir = Path(cfg.trainer.run_dir) if cfg.trainer.run_dir else default_run_dir(cfg)
+def train(
+    cfg: RunConfig, *, resume: bool = False, overwrite: bool = False, checkpoint: Path | None = None
+) -> dict[str, Any]:
+    """Train, select the best epoch on the validation split, test it once; returns the summary.
+
+    Without ``trainer.run_dir`` the run goes to ``runs/<data>-<model>-<method>-s<seed>``, or to the
+    first of ``...-2``, ``...-3`` that is free. An explicit run directory that holds a run is an error
+    unless ``overwrite``. A start that fails before the first checkpoint leaves no run directory behind.
+    """
+    explicit = bool(cfg.trainer.run_dir)
+    run_dir = Path(cfg.trainer.run_dir) if explicit else default_run_dir(cfg)
+    if (
+        not resume
+        and cfg.trainer.requeue
+        and os.environ.get("SLURM_JOB_ID")
+        and holds_run(run_dir)
+        and not (run_dir / "summary.json").exists()
+    ):
+        return resume_run(run_dir)  # a requeued SLURM job: the same command continues the run
+    if not explicit and not resume and not overwrite:
+        run_dir = free_run_dir(run_dir)
     cfg.trainer.run_dir = str(run_dir)
+    precision, why = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    auto = cfg.trainer.precision == "auto"
+    cfg.trainer.precision = precision
+    created = not run_dir.exists()
+    last = prepare_run_dir(run_dir, cfg, resume=resume, command="train", overwrite=overwrite)
+    try:
+        return _train(cfg, run_dir, last, resume=resume, checkpoint=checkpoint, why=why if auto else None)
+    except BaseException:
+        if not resume and launcher_rank() == 0 and not holds_run(run_dir):
+            clear_run(run_dir, remove_dir=created)  # a failed start leaves no config-only run directory
+        raise
+
+
+def _train(
+    cfg: RunConfig, run_dir: Path, last: Path, *, resume: bool, checkpoint: Path | None, why: str | None
+) -> dict[str, Any]:
     ckpt_dir = run_dir / "checkpoints"
-    last = prepare_run_dir(run_dir, cfg, resume=resume, command="train")
+    resume_from = checkpoint or last
     run = ClassificationRun(cfg)
+    if why is not None and launcher_rank() == 0:  # the run is built: say which precision auto chose
+        print(
+            f"precision  {cfg.trainer.precision} (trainer.precision auto: {why})", file=sys.stderr, flush=True
+        )
+    if resume:
+        check_matches_module(resume_from, run.module)
+        if launcher_rank() == 0:  # only now: the checkpoint has loaded and matched the run it describes
+            cfg.dump(run_dir / "config.yaml")
     run.method.prepare_training()
+    guard = RunGuard(run_dir, cfg.trainer, resume_command=f"patchswap train --resume {run_dir}")
     has_val = run.bundle.val is not None
     checkpoint, callbacks = run_callbacks(
-        run_dir, "val/acc" if has_val else None, cfg.trainer.early_stopping_patience
+        run_dir, "val/acc" if has_val else None, cfg.trainer.early_stopping_patience, guard=guard
     )
     if not has_val:
         warnings.warn("no validation split (data.val_split=0): the last epoch is taken as best", stacklevel=2)
 
     with quiet_lightning():
-        if not fit_on_all_ranks(run.trainer(run_dir, callbacks=callbacks), run, last if resume else None):
+        if not fit_on_all_ranks(
+            run.trainer(run_dir, callbacks=callbacks), run, resume_from if resume else None
+        ):
             return {}
         save_weights(run.model, ckpt_dir / "last.safetensors")
         best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
@@ -168,12 +223,23 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     return summary
 
 
-def resume(run_dir: str | Path, overrides: dict[str, str] | None = None) -> dict[str, Any]:
-    """Continue a killed or finished run from its last checkpoint, with its saved config."""
-    run_dir = Path(run_dir)
+def resume(
+    run_dir: str | Path, overrides: dict[str, str] | None = None, *, from_checkpoint: str | Path | None = None
+) -> dict[str, Any]:
+    """Continue a killed or finished run from its last checkpoint (or ``from_checkpoint``), with its
+    saved config. Overrides may only change what is safe to change mid-run (more epochs, devices,
+    progress and logging, checkpoint cadence: :data:`patchswap.engine.resuming.SAFE_ON_RESUME`)."""
+    return resume_run(Path(run_dir), overrides, from_checkpoint=from_checkpoint)
+
+
+def resume_run(
+    run_dir: Path, overrides: dict[str, str] | None = None, *, from_checkpoint: str | Path | None = None
+) -> dict[str, Any]:
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.exists():
         raise RunError(f"{run_dir} is not a run directory: {cfg_path} is missing")
-    cfg = load_config([cfg_path], overrides)
+    point, ckpt = resume_point(run_dir, from_checkpoint, command="train")
+    cfg = resume_config(run_dir, ckpt.get(CONFIG_KEY), overrides, load=load_config, command="train")
+    del ckpt
     cfg.trainer.run_dir = str(run_dir)
-    return train(cfg, resume=True)
+    return train(cfg, resume=True, checkpoint=point)

@@ -21,6 +21,7 @@ from patchswap.methods.checks import check_distillation
 
 FORMS = ("paper", "official")
 _MEMORY_KEYS = ("kept_images", "kept_labels", "kept_logits")  # the official form's checkpointed memory
+_KEPT_KEYS = ("kept_half_images", "kept_half_logits", "kept_half_epoch")  # the paper form's, mid-epoch
 
 
 @register_method
@@ -29,8 +30,8 @@ class LastMiniBatchKD(Method):
 
     ``k`` is the second half of the previous step's (augmented) images, kept in the method with
     their detached logits ``z_{t-1}(k)`` and forwarded again with the current batch, so a step sees
-    1.5x the images of a plain step. The memory starts empty every epoch and is not checkpointed:
-    a run resumed from an epoch-end checkpoint continues exactly.
+    1.5x the images of a plain step. The memory starts empty every epoch; it is saved in the state
+    dict (with its epoch), so a run resumed from a checkpoint written inside an epoch continues exactly.
 
     ``form="official"`` (the authors' ``dlb.py``): ``CE([z_t(B'_{t-1}), z_t(B_t)], [y_{t-1}, y_t]) +
     alpha * T^2 * KL_T(z_{t-1}(B_{t-1}) || z_t(B'_{t-1}))``, where ``B'_{t-1}`` is a second, fresh
@@ -118,12 +119,24 @@ class LastMiniBatchKD(Method):
         if self._memory is not None:  # only the official form keeps one
             for key, value in zip(_MEMORY_KEYS, self._memory, strict=True):
                 destination[prefix + key] = value
+        if self._kept is not None:  # only the paper form keeps one
+            kept = (*self._kept, torch.tensor(self._kept_epoch))
+            for key, value in zip(_KEPT_KEYS, kept, strict=True):
+                destination[prefix + key] = value
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
         mine = [prefix + key for key in _MEMORY_KEYS]
+        kept = [prefix + key for key in _KEPT_KEYS]
         if self.options.form != "official":
             mine = []  # a paper-form method has no memory to load: such keys are unexpected
-        elif all(k in state_dict for k in mine):
-            self._memory = tuple(state_dict[k] for k in mine)  # type: ignore[assignment]
-        rest = {k: v for k, v in state_dict.items() if k not in mine}
+            if all(k in state_dict for k in kept):
+                images, logits, epoch = (state_dict[k] for k in kept)
+                self._kept, self._kept_epoch = (images, logits), int(epoch)
+            else:
+                self._kept, self._kept_epoch = None, -1
+        else:
+            kept = []
+            if all(k in state_dict for k in mine):
+                self._memory = tuple(state_dict[k] for k in mine)  # type: ignore[assignment]
+        rest = {k: v for k, v in state_dict.items() if k not in mine and k not in kept}
         super()._load_from_state_dict(rest, prefix, *args)

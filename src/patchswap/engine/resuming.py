@@ -1,0 +1,174 @@
+"""Resuming a run safely: which checkpoint, which config, and what a resume may change.
+
+- The checkpoint is ``last.ckpt``; when it is truncated or corrupt the error names the newest intact
+  step checkpoint (or ``best.ckpt``) and the ``--from-checkpoint`` flag that resumes from it.
+- The config is the one stored in that checkpoint (``config.yaml`` for checkpoints without one), so a
+  ``config.yaml`` damaged by hand or by an older version cannot break a resume. Overrides may only
+  change :data:`SAFE_ON_RESUME`; any other difference is an error listing every key that differs.
+- ``config.yaml`` is rewritten only after the checkpoint has loaded and matched the rebuilt run
+  (:func:`check_matches_module`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from patchswap.config_base import apply_mapping
+from patchswap.engine.errors import RunError
+from patchswap.engine.guard import step_checkpoints
+from patchswap.runs import CheckpointError, load_checkpoint
+
+__all__ = ["SAFE_ON_RESUME", "check_matches_module", "config_differences", "resume_config", "resume_point"]
+
+SAFE_ON_RESUME = frozenset(
+    {
+        "trainer.epochs",
+        "trainer.devices",
+        "trainer.num_nodes",
+        "trainer.accelerator",
+        "trainer.strategy",
+        "trainer.progress_bar",
+        "trainer.log_every_n_steps",
+        "trainer.val_every_n_epochs",
+        "trainer.checkpoint_every_n_steps",
+        "trainer.checkpoint_every_minutes",
+        "trainer.keep_last_k",
+        "trainer.on_nonfinite",
+        "trainer.requeue",
+        "trainer.run_dir",
+        "data.num_workers",
+        "data.eval_batch_size",
+        "data.data_dir",
+        "data.download",
+    }
+)
+"""Keys an override may change when resuming: more epochs, devices, progress and logging, checkpoint
+cadence, where the data lives. Everything else would make the resumed run another run."""
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_differences(saved: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``key -> (saved, new)`` for every dotted key whose value differs."""
+    a, b = _flat(saved), _flat(new)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def resume_config(
+    run_dir: Path,
+    stored: dict[str, Any] | None,
+    overrides: dict[str, str] | None,
+    *,
+    load: Callable[..., Any],
+    command: str,
+) -> Any:
+    """The config to resume with: the checkpoint's (else config.yaml's), with the safe ``overrides``."""
+    if stored is None:
+        saved = load([run_dir / "config.yaml"])
+    else:
+        saved = load(None)
+        apply_mapping(saved, stored, "the checkpoint's config")
+        saved = saved.resolved()
+    base = saved.to_dict()
+    cfg = load(None)
+    apply_mapping(cfg, base, "the checkpoint's config")
+    for key, text in (overrides or {}).items():
+        cfg.set(key, text, from_text=True)
+    cfg = cfg.resolved()
+    cfg.validate()
+    unsafe = {k: v for k, v in config_differences(base, cfg.to_dict()).items() if k not in SAFE_ON_RESUME}
+    if unsafe:
+        lines = "; ".join(f"{k}: saved {a!r}, given {b!r}" for k, (a, b) in unsafe.items())
+        raise RunError(
+            f"--resume continues the run saved in {run_dir} and cannot change {', '.join(unsafe)} ({lines}). "
+            f"A resume may only change {', '.join(sorted(SAFE_ON_RESUME - {'trainer.run_dir'}))}. To train "
+            f"with other settings start a new run: patchswap {command} --config {run_dir / 'config.yaml'} "
+            "with your flags and another --trainer.run_dir"
+        )
+    return cfg
+
+
+def _describe(ckpt: dict[str, Any]) -> str:
+    return f"epoch {int(ckpt.get('epoch', 0)) + 1}, step {ckpt.get('global_step', '?')}"
+
+
+def resume_point(
+    run_dir: Path, from_checkpoint: str | Path | None, *, command: str
+) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to resume from and its contents, with a full-sentence error when it is unusable."""
+    ckpt_dir = run_dir / "checkpoints"
+    if from_checkpoint is not None:
+        path = Path(from_checkpoint)
+        if not path.is_file() and (ckpt_dir / path).is_file():
+            path = ckpt_dir / path
+        if not path.is_file():
+            names = ", ".join(p.name for p in sorted(ckpt_dir.glob("*.ckpt"))) or "none"
+            raise RunError(
+                f"--from-checkpoint {from_checkpoint}: no such checkpoint (in {ckpt_dir}: {names})"
+            )
+        return path, load_checkpoint(path)
+    last = ckpt_dir / "last.ckpt"
+    if not last.exists():
+        raise RunError(
+            f"nothing to resume in {run_dir}: no checkpoints/last.ckpt (the run stopped before its first "
+            f"checkpoint); start it again with: patchswap {command} --config {run_dir / 'config.yaml'} "
+            "--overwrite"
+        )
+    try:
+        return last, load_checkpoint(last)
+    except CheckpointError as e:
+        cause = e.__cause__
+        why = f" ({type(cause).__name__}: {str(cause)[:160]})" if cause is not None else ""
+        for candidate in [*step_checkpoints(ckpt_dir), ckpt_dir / "best.ckpt"]:
+            if not candidate.is_file() or (last.exists() and candidate.samefile(last)):
+                continue
+            try:
+                ckpt = load_checkpoint(candidate)
+            except CheckpointError:
+                continue
+            raise CheckpointError(
+                f"The last checkpoint {last} is corrupt or truncated{why}, "
+                "so the run cannot continue from it. "
+                f"The newest intact checkpoint is {candidate.name} ({_describe(ckpt)}): "
+                "continue from it with "
+                f"`patchswap {command} --resume {run_dir} --from-checkpoint {candidate.name}`."
+            ) from None
+        raise CheckpointError(
+            f"The last checkpoint {last} is corrupt or truncated{why}, "
+            "and no other intact checkpoint is left in "
+            f"{ckpt_dir}. Start the run again with: patchswap {command} --config {run_dir / 'config.yaml'} "
+            "--overwrite"
+        ) from None
+
+
+def check_matches_module(path: Path, module: torch.nn.Module) -> None:
+    """Fail, naming the first differences, when the checkpoint's network does not fit ``module``'s."""
+    saved = {k: v for k, v in load_checkpoint(path)["state_dict"].items() if k.startswith("model.")}
+    mine = {k: v for k, v in module.state_dict().items() if k.startswith("model.")}
+    missing = [k for k in mine if k not in saved]
+    extra = [k for k in saved if k not in mine]
+    shapes = [
+        k for k in mine if k in saved and getattr(saved[k], "shape", None) != getattr(mine[k], "shape", None)
+    ]
+    if missing or extra or shapes:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", extra), ("of another shape", shapes)):
+            if keys:
+                parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
+        raise RunError(
+            f"the checkpoint {path} does not fit the run rebuilt from its config: "
+            f"weights {'; '.join(parts)}. "
+            "It was written by another model or another version of patchswap"
+        )

@@ -1,0 +1,262 @@
+"""Preemption-proof training: exact mid-epoch resume after SIGKILL, signals, checkpoint policy, disk
+faults, divergence, the run-directory policy and precision auto.
+
+The kill-and-resume runs are tiny (192 digits, 6 steps per epoch, 3 epochs): each method is killed three
+times in one chain -- right after a step checkpoint, at the last step of an epoch, in the middle of
+an epoch -- each time resumed in a new process, and the final weights must equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from patchswap.engine import RunError, resume, train
+from patchswap.engine.config import load_config
+from patchswap.engine.errors import (
+    EXIT_STOPPED,
+    CheckpointWriteError,
+    TrainingDiverged,
+)
+from patchswap.runs import CheckpointError, load_checkpoint
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+STEPS = 6  # 192 training images, 32 per batch (pairs for ips)
+SMALL = {"data__train_subset": "192", "trainer__precision": "32-true"}
+CMD = [sys.executable, "-m", "patchswap.cli", "train"]
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / "checkpoints" / "last.safetensors")
+
+
+def _same(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def _run(argv: list[str], env: dict, fault: int | None = None, sig: str | None = None, **kw):
+    env = dict(env)
+    if fault is not None:
+        env["PATCHSWAP_FAULT_AT_STEP"] = str(fault)
+    if sig:
+        env["PATCHSWAP_FAULT_SIGNAL"] = sig
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, **kw)
+
+
+@pytest.mark.parametrize("method", ["ce", "ips", "pskd", "dlb"])
+def test_sigkill_anywhere_resumes_to_the_uninterrupted_weights(
+    method, tiny_overrides, tiny_argv, subprocess_env, tmp_path
+):
+    reference = tmp_path / "reference"
+    train(load_config(None, tiny_overrides(reference, method=method, **SMALL)))  # no mid-epoch checkpoints
+
+    run_dir = tmp_path / "killed"
+    argv = [*CMD, *tiny_argv(run_dir, method=method, trainer__checkpoint_every_n_steps="4", **SMALL)]
+    resume_argv = [*CMD, "--resume", str(run_dir)]
+    # kill at step 5: right after the step-4 checkpoint (mid first epoch)
+    # kill at step 12: the last step of epoch 2, before its epoch-end checkpoint -> back to step 8
+    # kill at step 17: mid epoch 3, one step after the step-16 checkpoint
+    for argv_now, fault, resumes_from in ((argv, 5, 4), (resume_argv, 12, 8), (resume_argv, 17, 16)):
+        killed = _run(argv_now, subprocess_env, fault)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+        assert ckpt["global_step"] == resumes_from
+    done = _run(resume_argv, subprocess_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _same(reference, run_dir)
+    assert not list(run_dir.rglob("*.tmp"))
+
+
+def test_sigterm_checkpoints_that_step_exits_75_and_resumes_exactly(
+    tiny_overrides, tiny_argv, subprocess_env, tmp_path
+):
+    reference = tmp_path / "reference"
+    train(load_config(None, tiny_overrides(reference, **SMALL)))
+    run_dir = tmp_path / "stopped"
+    stopped = _run([*CMD, *tiny_argv(run_dir, **SMALL)], subprocess_env, fault=STEPS + 2, sig="SIGTERM")
+    assert stopped.returncode == EXIT_STOPPED, stopped.stderr[-3000:]
+    assert f"patchswap train --resume {run_dir}" in stopped.stderr
+    assert "SIGTERM" in stopped.stderr
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == STEPS + 2  # the step it was at, not the last epoch end
+    done = _run([*CMD, "--resume", str(run_dir)], subprocess_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _same(reference, run_dir)
+
+
+def test_sigint_at_an_epochs_last_step_stops_after_its_validation(tiny_argv, subprocess_env, tmp_path):
+    run_dir = tmp_path / "stopped"
+    stopped = _run([*CMD, *tiny_argv(run_dir, **SMALL)], subprocess_env, fault=STEPS, sig="SIGINT")
+    assert stopped.returncode == EXIT_STOPPED, stopped.stderr[-3000:]
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert (ckpt["epoch"], ckpt["global_step"]) == (0, STEPS)
+    assert (run_dir / "checkpoints" / "best.ckpt").exists()  # the epoch was validated before stopping
+
+
+def test_keep_last_k_and_a_corrupt_last_checkpoint_offers_the_newest_intact_one(tiny_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    over = tiny_overrides(
+        run_dir, trainer__checkpoint_every_n_steps="2", trainer__keep_last_k="2", trainer__epochs="2", **SMALL
+    )
+    train(load_config(None, over))
+    steps = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*.ckpt"))
+    assert steps == ["step-000000008.ckpt", "step-000000010.ckpt"]  # 12 is an epoch's last step: none
+    last = run_dir / "checkpoints" / "last.ckpt"
+    data = last.read_bytes()
+    last.unlink()  # (a hard link to the newest step file at mid-epoch; replace, don't truncate in place)
+    last.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError) as e:
+        resume(run_dir)
+    msg = str(e.value)
+    assert "corrupt or truncated" in msg and str(last) in msg
+    assert "--from-checkpoint step-000000010.ckpt" in msg
+    summary = resume(run_dir, from_checkpoint="step-000000010.ckpt")
+    assert summary["epochs_run"] == 2
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one_and_stops_clearly(
+    tiny_overrides, tmp_path, monkeypatch
+):
+    import patchswap.engine.checkpoint as ckpt_io
+
+    real = ckpt_io.atomic_write
+    calls = []
+
+    def flaky(path, write):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(path, write)
+
+    monkeypatch.setattr(ckpt_io, "atomic_write", flaky)
+    run_dir = tmp_path / "run"
+    with pytest.raises(CheckpointWriteError) as e:
+        train(load_config(None, tiny_overrides(run_dir, trainer__checkpoint_every_n_steps="2", **SMALL)))
+    assert "No space left on device" in str(e.value) and "intact" in str(e.value)
+    assert e.value.exit_code == 74
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 2
+
+
+def test_a_nonfinite_loss_stops_at_its_step_and_keeps_the_last_finite_checkpoint(tiny_overrides, tmp_path):
+    run_dir = tmp_path / "run"
+    over = tiny_overrides(run_dir, optim__lr="1e8", trainer__checkpoint_every_n_steps="1", **SMALL)
+    with pytest.raises(TrainingDiverged) as e:
+        train(load_config(None, over))
+    msg = str(e.value)
+    assert "at step" in msg and "learning rate" in msg and "precision" in msg
+    assert e.value.exit_code == 65
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():
+        state = load_checkpoint(last)["state_dict"]
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    assert not (run_dir / "summary.json").exists()
+
+
+# -- the run directory ----------------------------------------------------------------------------
+def test_a_finished_run_is_never_overwritten_without_overwrite(tiny_run, tiny_overrides, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run[0], run_dir)
+    with pytest.raises(RunError) as e:
+        train(load_config(None, tiny_overrides(run_dir, trainer__epochs="1")))
+    assert "--resume" in str(e.value) and "--overwrite" in str(e.value)
+    summary = train(load_config(None, tiny_overrides(run_dir, trainer__epochs="1", **SMALL)), overwrite=True)
+    assert summary["epochs_run"] == 1
+
+
+def test_unwritable_run_dir_fails_before_training_naming_the_folder(tiny_overrides, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RunError) as e:
+        train(load_config(None, tiny_overrides(blocker / "run")))
+    assert str(blocker / "run") in str(e.value) and "--trainer.run_dir" in str(e.value)
+
+
+def test_default_run_dir_gets_a_suffix_and_a_failed_start_leaves_nothing(
+    tiny_overrides, tmp_path, monkeypatch
+):
+    from patchswap.engine.harness import free_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    taken = tmp_path / "runs" / "x-s0"
+    (taken / "checkpoints").mkdir(parents=True)
+    (taken / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert free_run_dir(taken) == taken.with_name("x-s0-2")
+    # a batch larger than the training set fails when the loader is made: no config-only folder is left
+    over = tiny_overrides(tmp_path / "failed", data__batch_size="1000", **SMALL)
+    with pytest.raises(ValueError):
+        train(load_config(None, over))
+    assert not (tmp_path / "failed").exists()
+
+
+def test_resume_refuses_unsafe_overrides_and_never_rewrites_config_first(tiny_run, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run[0], run_dir)
+    before = (run_dir / "config.yaml").read_text()
+    for over, key in (({"method": "ce"}, "method"), ({"model.name": "resnet14"}, "model.name")):
+        with pytest.raises(RunError) as e:
+            resume(run_dir, over)
+        assert key in str(e.value) and "trainer.epochs" in str(e.value)
+        assert (run_dir / "config.yaml").read_text() == before
+    # a config.yaml rewritten by an older version (the second user story) no longer breaks --resume:
+    (run_dir / "config.yaml").write_text(before.replace("name: resnet8", "name: resnet14"))
+    summary = resume(run_dir)
+    assert summary["method"] == "ips" and summary["model"] == "resnet8"
+    assert "resnet8" in (run_dir / "config.yaml").read_text()
+
+
+# -- precision --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_follows_the_cpu(native, monkeypatch):
+    from patchswap.engine import harness
+
+    monkeypatch.setattr(harness, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(harness, "_warned_bf16", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    value, _ = harness.resolve_precision("auto", "cpu")
+    assert value == ("bf16-mixed" if native else "32-true")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        harness.resolve_precision("bf16-mixed", "cpu")
+        harness.resolve_precision("bf16-mixed", "cpu")
+    slow = [w for w in caught if "emulated" in str(w.message)]
+    assert len(slow) == (0 if native else 1)  # once, naming the way out
+    if slow:
+        assert "auto" in str(slow[0].message) and "32-true" in str(slow[0].message)
+
+
+def test_cpu_feature_detection_reads_proc_cpuinfo(monkeypatch, tmp_path):
+    from patchswap.engine import harness
+
+    real = Path.read_text
+    for flags, expected in (
+        ("fpu avx2 avx512f", False),
+        ("fpu avx512_bf16", True),
+        ("amx_bf16 amx_tile", True),
+    ):
+        monkeypatch.setattr(
+            Path,
+            "read_text",
+            lambda self, *a, _f=flags, **k: (
+                f"flags\t\t: {_f}\n" if str(self) == "/proc/cpuinfo" else real(self, *a, **k)
+            ),
+        )
+        assert harness.cpu_has_native_bf16() is expected
+
+
+def test_the_resolved_precision_is_saved_and_an_old_explicit_one_resumes(tiny_run, tiny_overrides, tmp_path):
+    cfg = load_config(None, tiny_overrides(tmp_path / "x"))
+    assert cfg.trainer.precision == "auto"
+    saved = load_config([tiny_run[0] / "config.yaml"])
+    assert saved.trainer.precision in ("32-true", "bf16-mixed")  # resolved when the run started

@@ -39,7 +39,9 @@ def main() -> None:
     files = [Path(args.shared) / "data" / f"cifar10-train-part{i}.npz" for i in (1, 2)]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
-        raise SystemExit(f"CIFAR-10 arrays not found: {', '.join(missing)} (set --shared or PATCHSWAP_SHARED)")
+        raise SystemExit(
+            f"CIFAR-10 arrays not found: {', '.join(missing)} (set --shared or PATCHSWAP_SHARED)"
+        )
     parts = [np.load(f) for f in files]
     x = np.concatenate([p["x"] for p in parts])
     y = np.concatenate([p["y"] for p in parts])

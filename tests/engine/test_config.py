@@ -324,3 +324,16 @@ def test_every_field_parses_its_own_default_as_text():
             default = getattr(obj, key)
             text = ",".join(map(str, default)) if isinstance(default, list) else str(default)
             assert parse_value(text, tp, f"{name}.{key}", from_text=True) == default, (name, key)
+
+
+def test_compile_modes():
+    from patchswap.engine.config import ConfigError, load_config
+
+    cfg = load_config(None, {"model.compile_mode": "reduce-overhead"})
+    assert cfg.model.compile_mode == "reduce-overhead"
+    try:
+        load_config(None, {"model.compile_mode": "fast"})
+    except ConfigError as err:
+        assert "reduce-overhead" in str(err)
+    else:
+        raise AssertionError("an unknown compile mode was accepted")

@@ -66,6 +66,9 @@ class DataSection:
     on_bad_image: str = opt("skip", "image folders: skip (count + warning) or error on unusable files")
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
 @dataclass
 class ModelSection:
     name: str = opt("resnet8", f"a zoo name ({_ZOO}), timm:NAME or torchvision:NAME")
@@ -77,6 +80,11 @@ class ModelSection:
         True, "NHWC memory format: faster convolutions on CPUs (oneDNN) and recent GPUs"
     )
     compile: bool = opt(False, "torch.compile the model")
+    compile_mode: str = opt(
+        "default",
+        "with model.compile: default | reduce-overhead (CUDA graphs: fewer kernel launches, for small "
+        "models and batches on a GPU) | max-autotune (longer compile, tuned kernels)",
+    )
 
 
 @dataclass
@@ -195,6 +203,9 @@ class RunConfig(ConfigBase):
         if d.batch_size < 1 or d.eval_batch_size < 1:
             raise ConfigError("data.batch_size and data.eval_batch_size must be positive")
         check_trainer(t)
+        if self.model.compile_mode not in COMPILE_MODES:
+            modes = ", ".join(COMPILE_MODES)
+            raise ConfigError(f"model.compile_mode must be one of {modes}, got {self.model.compile_mode!r}")
         if o.optimizer not in ("sgd", "adamw"):
             raise ConfigError(f"optim.optimizer must be sgd or adamw, got {o.optimizer!r}")
         if o.schedule not in ("cosine", "multistep", "onecycle", "constant"):

@@ -16,13 +16,14 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from patchswap.engine.callbacks import FAULT_ENV, EpochMetricsCSV, FaultInjection
 from patchswap.engine.checkpoint import AtomicCheckpointIO
 from patchswap.engine.config import TrainerSection
 from patchswap.engine.errors import RunError
+from patchswap.engine.progress import progress_callback
 
 RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "curves.png", "tensorboard", "checkpoints")
 """What a training run writes in its run directory (and what --overwrite removes, nothing else)."""
@@ -58,8 +59,8 @@ def lightning_trainer(
         devices, strategy = 1, "auto"
     limit: Any = int(t.limit_train_batches) if t.limit_train_batches > 1 else t.limit_train_batches
     cbs = list(callbacks or [])
-    if t.progress_bar and fit:
-        cbs.append(TQDMProgressBar(refresh_rate=max(1, t.log_every_n_steps // 4)))
+    if fit:  # a bar refreshed every few steps, or one line per epoch (engine/progress.py)
+        cbs.append(progress_callback(t.progress_bar, refresh_rate=max(1, t.log_every_n_steps // 4)))
     logger: Any = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="") if fit else False
     plugins: list[Any] = [AtomicCheckpointIO()]
     if fit and getattr(t, "requeue", False):

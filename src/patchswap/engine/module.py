@@ -2,6 +2,12 @@
 
 Its randomness comes from :mod:`patchswap.engine.seeded`, its optimizer from
 :mod:`patchswap.engine.optimization`.
+
+A training step never waits for the device: nothing in it reads a device value on the host. The
+step's loss, accuracy and method parts are summed on the device (one ``stack`` and one ``add_`` per
+step) and logged once, as epoch means, at the epoch's last step; the learning rate and images/s are
+host numbers; the progress bar reads ``step_loss`` every few steps without waiting
+(:mod:`patchswap.engine.progress`).
 """
 
 from __future__ import annotations
@@ -45,6 +51,42 @@ class _EvalMetrics(nn.Module):
         self.nll.update(nll, weight=keep.float())
 
 
+class _EpochSums:
+    """Named per-step values summed on the device, weighted by the step's batch size; means at epoch end.
+
+    One ``stack`` and one in-place add per step, whatever the number of values, and no host read.
+    Steps are grouped by the names they report, so a step that reports other parts is still counted.
+    """
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, ...], list[Any]] = {}
+
+    def add(self, values: dict[str, torch.Tensor], n: int) -> None:
+        names = tuple(values)
+        vec = torch.stack([values[k].detach().float().reshape(()) for k in names]) * n
+        group = self._groups.get(names)
+        if group is None:
+            self._groups[names] = [vec, n]
+        else:
+            group[0].add_(vec)
+            group[1] += n
+
+    def means(self) -> dict[str, torch.Tensor]:
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        for names, (vec, n) in self._groups.items():
+            for name, value in zip(names, vec.unbind(), strict=True):
+                sums[name] = sums[name] + value if name in sums else value
+                counts[name] = counts.get(name, 0) + n
+        return {name: sums[name] / counts[name] for name in sums}
+
+    def __bool__(self) -> bool:
+        return bool(self._groups)
+
+    def clear(self) -> None:
+        self._groups = {}
+
+
 class ClassifierModule(SeededTraining):
     """Trains ``model`` with ``method``; evaluates plain classification on val and test."""
 
@@ -75,6 +117,9 @@ class ClassifierModule(SeededTraining):
         self._generator: torch.Generator | None = None
         self._epoch_images = 0
         self._epoch_t0 = time.perf_counter()
+        self._epoch_sums = _EpochSums()
+        self._lr_sum, self._lr_steps = 0.0, 0
+        self.step_loss: torch.Tensor | None = None  # the last step's loss, on the device (progress bar)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y, index = batch
@@ -102,21 +147,38 @@ class ClassifierModule(SeededTraining):
         mb.raw, mb.augment = raw, self._train_view
         out = self.method(self.model, mb)
         n = x.shape[0]
-        acc = (out.logits.detach().argmax(1) == out.targets).float().mean()
         self._epoch_images += out.images if out.images is not None else n
-        rate = self._epoch_images / max(1e-9, time.perf_counter() - self._epoch_t0)
         loss = out.loss.detach()
-        # Step values stay local (no collective per step); epoch means are reduced across ranks.
-        self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
-        self.log("img/s", rate, prog_bar=True, on_step=True, on_epoch=False, logger=False)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-        self.log("train/acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-        for key, value in out.parts.items():
-            self.log(f"train/{key}", value, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True, sync_dist=True)
+        self.step_loss = loss
+        values = {"loss": loss, "acc": (out.logits.detach().argmax(1) == out.targets).float().mean()}
+        values.update(out.parts)
+        self._epoch_sums.add(values, n)
+        self._lr_sum += self.trainer.optimizers[0].param_groups[0]["lr"]  # a host number: no device work
+        self._lr_steps += 1
         return out.loss
 
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self._epoch_sums.clear()
+        self._lr_sum, self._lr_steps = 0.0, 0
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # The epoch's means are logged at its last step, not in on_train_epoch_end: Lightning calls the
+        # callbacks' on_train_epoch_end (metrics.csv, the progress lines) before the module's.
+        if self.trainer.fit_loop.epoch_loop.done:
+            self._log_epoch_means()
+
+    def _log_epoch_means(self) -> None:
+        """The epoch's training means, reduced across ranks once (one collective per value per epoch)."""
+        if not self._epoch_sums:
+            return
+        for key, value in self._epoch_sums.means().items():
+            self.log(f"train/{key}", value, on_step=False, on_epoch=True, sync_dist=True)
+        self.log("lr", self._lr_sum / max(1, self._lr_steps), on_step=False, on_epoch=True, sync_dist=True)
+        self._epoch_sums.clear()
+
     def on_train_epoch_end(self) -> None:
+        self._log_epoch_means()  # an epoch that ended without its last step being seen as such
         self.method.on_epoch_end(self.current_epoch)
 
     def _eval_step(self, batch: Any, metrics: _EvalMetrics, prefix: str) -> None:

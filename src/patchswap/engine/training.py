@@ -85,7 +85,8 @@ class ClassificationRun:
             num_classes=b.num_classes,
             num_samples=len(b.train),  # type: ignore[arg-type]
         )
-        net = torch.compile(self.model) if cfg.model.compile else self.model
+        mode = None if cfg.model.compile_mode == "default" else cfg.model.compile_mode
+        net = torch.compile(self.model, mode=mode) if cfg.model.compile else self.model
         self.module = ClassifierModule(
             net,  # type: ignore[arg-type]
             self.method,

@@ -1,0 +1,264 @@
+"""The training loop's own cost: `patchswap train`'s epoch against a plain PyTorch loop doing the same work.
+
+Both sides train the same model on the same in-memory data on the same device, with the same IPS
+step: pairs from ``ClassPairBatchSampler``, the batched crop/flip/normalise of ``DeviceAugment``,
+the in-place swap, one forward of both views, ``IPSLoss``, backward, SGD with a per-step cosine
+schedule. patchswap is the engine (``ClassificationRun`` and its Lightning trainer with the run's
+callbacks: metrics.csv, last/best checkpoints, the per-epoch progress line; no validation split);
+the plain loop is written as a careful user would: data and the epoch's batch indices on the device,
+no logging. The figure is the ratio of epoch times (start of one epoch to the start of the next,
+the device synchronised at each mark; each fit's first epoch is a warm-up and not counted; "steps
+alone" stops the engine's clock at the end of its last step, before the epoch-end work: metrics.csv,
+the progress line and the two checkpoints of a resumable run),
+measured in one process, the two sides interleaved epoch by epoch (a plain epoch runs before each
+engine epoch, so load drift on a shared machine hits both alike); medians are reported.
+
+    python benchmarks/overhead.py                                # CPU: resnet8 on the 8x8 digits
+    python benchmarks/overhead.py --device cuda --data npz:data/cifar10-quick.npz   # GPU rows
+    python benchmarks/overhead.py --device cuda --cases 128:bf16,512:bf16:compile ...
+
+A case is ``PAIRS*2:PRECISION[:compile]`` (images per step, fp32 or bf16, torch.compile or not).
+``--markdown FILE`` appends the table to FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from _common import machine
+
+from patchswap.engine.config import load_config
+from patchswap.engine.harness import quiet_lightning, run_callbacks
+from patchswap.engine.training import ClassificationRun, build_bundle
+from patchswap.methods import create_method
+from patchswap.models import create_model
+from patchswap.sampling import ClassPairBatchSampler, dataset_labels
+
+CPU_DEFAULT = {"data": "digits", "model": "resnet8", "cases": "64:fp32,64:bf16"}
+CUDA_DEFAULT = {
+    "data": "npz:data/cifar10-quick.npz",
+    "model": "resnet18",
+    "cases": "128:fp32,128:bf16,512:fp32,512:bf16,128:fp32:compile,128:bf16:compile,512:fp32:compile,"
+    "512:bf16:compile",
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Interleave(L.Callback):
+    """Runs one plain-loop epoch before each engine epoch, so load drift hits both sides alike.
+
+    Engine epochs are timed from the end of the plain epoch to the next epoch start (or the end of
+    training), the device synchronised at each mark.
+    """
+
+    def __init__(self, plain: PlainLoop, device: torch.device) -> None:
+        self.plain, self.device = plain, device
+        self.ours: list[float] = []
+        self.steps: list[float] = []  # the engine epoch's steps alone, up to its last step's end
+        self.theirs: list[float] = []
+        self._t0: float | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.fit_loop.epoch_loop.done and self._t0 is not None:
+            _sync(self.device)
+            self.steps.append(time.perf_counter() - self._t0)
+
+    def _close(self) -> None:
+        _sync(self.device)
+        if self._t0 is not None:
+            self.ours.append(time.perf_counter() - self._t0)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close()
+        with torch.enable_grad():
+            self.theirs.append(self.plain.epoch(trainer.current_epoch))
+        _sync(self.device)
+        self._t0 = time.perf_counter()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._close()
+
+
+def overrides(args: argparse.Namespace, images: int, precision: str, compiled: bool, epochs: int) -> dict:
+    return {
+        "method": "ips",
+        "data.name": args.data,
+        "data.val_split": "0",
+        "data.batch_size": str(images // 2),
+        "model.name": args.model,
+        "model.compile": str(compiled).lower(),
+        "trainer.precision": "bf16-mixed" if precision == "bf16" else "32-true",
+        "trainer.accelerator": "gpu" if args.device == "cuda" else "cpu",
+        "trainer.epochs": str(epochs),
+        "trainer.progress_bar": "false",
+        "trainer.seed": "0",
+    }
+
+
+def interleaved_epochs(cfg, device: torch.device, precision: str, compiled: bool) -> tuple[list, list, list]:
+    """One fit of the engine with a plain-loop epoch before each of its epochs; the seconds of each
+    epoch after the first (a warm-up): the engine's whole epochs, their steps alone, the plain loop's."""
+    plain = PlainLoop(cfg, device, precision, compiled)
+    with tempfile.TemporaryDirectory() as tmp, quiet_lightning(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg.trainer.run_dir = str(Path(tmp) / "run")
+        run = ClassificationRun(cfg)
+        run.method.prepare_training()
+        _, callbacks = run_callbacks(Path(cfg.trainer.run_dir), None)
+        timer = Interleave(plain, device)
+        trainer = run.trainer(Path(cfg.trainer.run_dir), callbacks=[*callbacks, timer])
+        quiet = open(os.devnull, "w")  # noqa: SIM115 - the per-epoch progress lines
+        stdout, sys.stdout = sys.stdout, quiet
+        try:
+            trainer.fit(run.module, datamodule=run.datamodule)
+        finally:
+            sys.stdout = stdout
+            quiet.close()
+    return timer.ours[1:], timer.steps[1:], timer.theirs[1:]
+
+
+class PlainLoop:
+    """The same training written as a plain loop: data and each epoch's batch indices on the device."""
+
+    def __init__(self, cfg, device: torch.device, precision: str, compiled: bool) -> None:
+        torch.manual_seed(cfg.trainer.seed)
+        bundle = build_bundle(cfg)
+        train = bundle.train
+        self.device = device
+        self.images = train.images.to(device)
+        self.labels = train.targets.to(device)
+        self.augment = bundle.train_augment.to(device)
+        model = create_model(cfg.model.name, bundle.num_classes, in_chans=bundle.in_chans).to(device)
+        self.model = model.to(memory_format=torch.channels_last).train()
+        method = create_method("ips", num_classes=bundle.num_classes, num_samples=len(train)).to(device)
+        self.swap, self.loss_fn = method.swap, method.loss_fn
+        self.net = torch.compile(self.model) if compiled else self.model
+        o = cfg.optim
+        self.opt = torch.optim.SGD(
+            self.model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+        )
+        self.sampler = ClassPairBatchSampler(
+            dataset_labels(train), cfg.data.batch_size, seed=cfg.trainer.seed
+        )
+        total = cfg.trainer.epochs * len(self.sampler)
+
+        def cosine(step: int) -> float:
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
+
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, cosine)
+        self.gen = torch.Generator(device=device).manual_seed(cfg.trainer.seed)
+        self.bf16 = precision == "bf16"
+        self.n = cfg.data.batch_size
+
+    def epoch(self, epoch: int) -> float:
+        """Train one epoch; its seconds (device synchronised at both ends)."""
+        n, dev = self.n, self.device
+        _sync(dev)
+        t0 = time.perf_counter()
+        self.sampler.set_epoch(epoch)
+        order = torch.tensor(list(self.sampler), dtype=torch.long).to(dev, non_blocking=True)
+        for idx in order:
+            x = self.augment(self.images[idx], generator=self.gen).contiguous(
+                memory_format=torch.channels_last
+            )
+            self.swap.swap_batch(x, self.gen, inplace=True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.bf16):
+                logits = self.net(x)
+                loss = self.loss_fn(logits[:n], logits[n:], self.labels[idx[:n]]).loss
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+        _sync(dev)
+        return time.perf_counter() - t0
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--data", default=None, help="dataset (default: digits; CUDA: the quick CIFAR-10 subset)")
+    ap.add_argument("--model", default=None, help="model (default: resnet8 on CPU, resnet18 on CUDA)")
+    ap.add_argument("--cases", default=None, help="comma-separated IMAGES:fp32|bf16[:compile]")
+    ap.add_argument("--rounds", type=int, default=3, help="fits per case (plain and engine epochs alternate)")
+    ap.add_argument("--epochs", type=int, default=4, help="epochs per fit (the first is a warm-up)")
+    ap.add_argument("--markdown", default=None, help="append the table to this file")
+    args = ap.parse_args()
+    defaults = CUDA_DEFAULT if args.device == "cuda" else CPU_DEFAULT
+    args.data = args.data or defaults["data"]
+    args.model = args.model or defaults["model"]
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("no CUDA device visible")
+        torch.backends.cudnn.benchmark = True
+        where = f"{torch.cuda.get_device_name(device)}; {cpu_model()}, {machine()}"
+    else:
+        where = f"{cpu_model()}, {machine()}"
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    lines = [
+        f"# `{' '.join(['python', *sys.argv])}`",
+        f"# {where}; load average {' '.join(f'{v:.2f}' for v in load) if load else 'n/a'}",
+        f"# {args.model} on {args.data}, ips, {args.rounds} rounds x {args.epochs - 1} timed epochs per side",
+        "",
+        "| device | model | images/step | precision | compile | steps/epoch | plain loop epoch (s) "
+        "| patchswap epoch (s) | patchswap / plain | patchswap steps alone (s) | steps / plain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    for case in (args.cases or defaults["cases"]).split(","):
+        images_s, precision, *rest = case.strip().split(":")
+        images, compiled = int(images_s), rest == ["compile"]
+
+        def cfg_for(images: int, precision: str, compiled: bool) -> Any:
+            return load_config(None, overrides(args, images, precision, compiled, args.epochs))
+
+        cfg = cfg_for(images, precision, compiled)
+        ours: list[float] = []
+        steps: list[float] = []
+        plain: list[float] = []
+        for _ in range(args.rounds):
+            o, st, p = interleaved_epochs(cfg_for(images, precision, compiled), device, precision, compiled)
+            ours, steps, plain = ours + o, steps + st, plain + p
+        n_steps = len(ClassPairBatchSampler(dataset_labels(build_bundle(cfg).train), images // 2, seed=0))
+        o, st, p = statistics.median(ours), statistics.median(steps), statistics.median(plain)
+        compiled_s = "yes" if compiled else "no"
+        row = (
+            f"| {args.device} | {args.model} | {images} | {precision} | {compiled_s} | {n_steps} "
+            f"| {p:.4f} | {o:.4f} | **{o / p:.3f}x** | {st:.4f} | {st / p:.3f}x |"
+        )
+        print(row, flush=True)
+        lines.append(row)
+        if args.markdown:  # row by row: a run stopped at its time limit keeps the rows it finished
+            with open(args.markdown, "a") as f:
+                f.write("\n".join(lines) + "\n")
+            lines = []
+
+
+if __name__ == "__main__":
+    main()

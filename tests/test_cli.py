@@ -147,11 +147,55 @@ def test_bad_flag_values_exit_2(capsys, flags, needle):
     assert needle in capsys.readouterr().err
 
 
-def test_unrecognised_flag_is_an_argparse_error(capsys):
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "--optim.lrr", "0.1"], "--optim.lrr 0.1 (did you mean '--optim.lr'?)"),
+        (["transfer", "--epoch", "1"], "--epoch 1 (did you mean '--epochs'?)"),
+        (["show-pairs", "--ips.gird", "4"], "--ips.gird 4 (did you mean '--ips.grid'?)"),
+    ],
+)
+def test_mistyped_flag_suggests_the_closest_like_a_yaml_key(capsys, argv, needle):
+    """Issue 18: a mistyped flag gets its command's did-you-mean, not the top-level usage."""
     with pytest.raises(SystemExit) as e:
-        main(["train", "--optim.lrr", "0.1"])
+        main(argv)
     assert e.value.code == 2
-    assert "--optim.lrr" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"patchswap {argv[0]}: error: unrecognized arguments: {needle.split(' (')[0]}" in err
+    assert needle in err
+    assert f"usage: patchswap {argv[0]} [options] (see patchswap {argv[0]} --help)" in err
+    assert len(err.splitlines()) == 2, "a one-line usage, not every config key"
+
+
+def test_short_forms_exist_wherever_their_key_does(capsys, monkeypatch):
+    """Issue 18: transfer and show-pairs take the short forms of the keys they have; compare's quick
+    form takes those every run shares."""
+    transfer = " ".join(_help(capsys, monkeypatch, "transfer").split())
+    for flag in ("--epochs", "--data", "--seed", "--lr", "--batch-size", "--run-dir"):
+        assert f" {flag} " in transfer, flag
+    assert " --model V " not in transfer and " --val-split " not in transfer  # no such transfer keys
+    pairs = " ".join(_help(capsys, monkeypatch, "show-pairs").split())
+    assert all(f" {flag} " in pairs for flag in ("--data", "--model", "--seed", "--epochs"))
+    compare = " ".join(_help(capsys, monkeypatch, "compare").split())
+    assert "--epochs V = --trainer.epochs" in compare and "--data V = --data.name" in compare
+    assert " --seed V " not in compare and " --run-dir " not in compare  # --seeds and --out say those
+
+
+def test_compare_short_forms_feed_the_quick_form(monkeypatch, tmp_path):
+    import patchswap.study.compare as compare
+
+    seen = {}
+
+    def fake_quick(configs, methods, seeds, out, common):
+        seen.update(common)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(compare, "quick_study", fake_quick)
+    with pytest.raises(SystemExit):
+        main(["compare", "--methods", "ce", "--epochs", "2", "--data", "digits", "--set", "optim.lr=0.1"])
+    assert seen == {"trainer.epochs": "2", "data.name": "digits", "optim.lr": "0.1"}
+    with pytest.raises(SystemExit, match="apply to the quick form"):
+        main(["compare", str(tmp_path / "study.yaml"), "--epochs", "2"])
 
 
 # -- show-pairs --------------------------------------------------------------------------------------

@@ -251,6 +251,30 @@ def test_eval_errors(capsys, tiny_run, tmp_path):
         main(["eval", str(tiny_run[0]), "--set", "data.data_dir"])
 
 
+def test_eval_refuses_overrides_that_recut_the_splits(capsys, tiny_run):
+    """Issue 18: --set data.test_split=... would re-cut the run's splits (training images in test)."""
+    for key, value in (("data.test_split", "0.3"), ("data.split_seed", "1"), ("data.val_split", "0.2")):
+        assert main(["eval", str(tiny_run[0]), "--set", f"{key}={value}"]) == 2
+        err = capsys.readouterr().err
+        assert f"{key} cannot change when evaluating" in err and "--set data.name=NAME" in err
+    # The saved value itself is no change; other keys still apply.
+    same = ["--set", "data.split_seed=0", "--set", "data.eval_batch_size=7"]
+    assert main(["eval", str(tiny_run[0]), *same]) == 0
+    capsys.readouterr()
+
+
+def test_eval_without_a_test_split_says_what_to_do(capsys, tiny_run, tmp_path):
+    """Another dataset (data.name may change) that has no test split of its own."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "only-train.npz"
+    np.savez(path, x=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), y=np.arange(60) % 10)
+    assert main(["eval", str(tiny_run[0]), "--set", f"data.name=npz:{path}"]) == 2
+    err = capsys.readouterr().err
+    assert "has no test split" in err
+    assert "--split val" in err and "--set data.name=NAME" in err
+    assert "pass --data.test_split" not in err
+
+
 def test_train_ce_through_the_cli(capsys, tmp_path, tiny_argv):
     run_dir = tmp_path / "ce"
     assert main(["train", *tiny_argv(run_dir, trainer__epochs="1", method="ce")]) == 0

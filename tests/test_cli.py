@@ -126,6 +126,34 @@ def test_unknown_names_exit_2_listing_valid_ones(capsys, tmp_path, flags, names)
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
+def test_one_class_data_says_a_classifier_needs_two(capsys, tmp_path):
+    path = tmp_path / "one.npz"
+    np.savez(path, x=np.zeros((40, 8, 8), dtype=np.uint8), y=np.zeros(40, dtype=np.int64))
+    argv = [
+        "train",
+        "--data",
+        f"npz:{path}",
+        "--run-dir",
+        str(tmp_path / "r"),
+        "--trainer.progress_bar",
+        "false",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "a classifier needs at least two classes" in err and "num_classes" not in err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("method", ["ce", "ips"])
+def test_batch_larger_than_the_training_set_names_the_cli_key(capsys, tmp_path, tiny_argv, method):
+    argv = tiny_argv(tmp_path / "r", method=method, data__train_subset="20", data__batch_size="64")
+    assert main(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "data.batch_size=64 is larger than the 20 training images" in err
+    assert "lower data.batch_size to at most 20" in err
+    assert "pairs_per_batch" not in err and "drop_last" not in err
+
+
 def test_yaml_typo_exits_2_with_a_suggestion(capsys, tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("optim: {lrr: 0.1}\n")

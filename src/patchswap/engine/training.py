@@ -74,6 +74,11 @@ class ClassificationRun:
         L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
         self.bundle = build_bundle(cfg)
         b = self.bundle
+        if b.num_classes < 2:
+            raise RunError(
+                f"data {cfg.data.name!r} has {b.num_classes} class ({', '.join(map(str, b.classes))}): a "
+                "classifier needs at least two classes"
+            )
         self.model = create_model(
             cfg.model.name, b.num_classes, in_chans=b.in_chans, pretrained=cfg.model.pretrained
         )

@@ -154,6 +154,24 @@ def test_batch_larger_than_the_training_set_names_the_cli_key(capsys, tmp_path, 
     assert "pairs_per_batch" not in err and "drop_last" not in err
 
 
+def test_a_model_that_rejects_the_image_size_names_the_option(capsys, tmp_path):
+    """Issue 18: timm's bare AssertionError at the first step becomes a start-up error that says
+    --model.kwargs img_size=...; with it the model builds and takes the data."""
+    from patchswap.engine.config import load_config
+    from patchswap.engine.training import ClassificationRun
+
+    argv = ["train", "--model", "timm:vit_tiny_patch16_224", "--run-dir", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "does not accept the data's 1x8x8 images" in err and "--model.kwargs img_size=8" in err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+    kwargs = "img_size=8,patch_size=4,drop_path_rate=0.1,depth=2"
+    cfg = load_config(None, {"model.name": "timm:vit_tiny_patch16_224", "model.kwargs": kwargs})
+    run = ClassificationRun(cfg)
+    assert run.model.patch_embed.patch_size == (4, 4) and len(run.model.blocks) == 2
+    assert run.model.training, "the check leaves the model in training mode"
+
+
 def test_yaml_typo_exits_2_with_a_suggestion(capsys, tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("optim: {lrr: 0.1}\n")

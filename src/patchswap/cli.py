@@ -92,6 +92,8 @@ def _shown(default: Any) -> Any:
 
 
 def _type_name(tp: Any) -> str:
+    if tp is dict or getattr(tp, "__origin__", None) is dict:
+        return "K=V,..."
     return re.sub(r"\btyping\.|<class '(\w+)'>", lambda m: m.group(1) or "", str(tp))
 
 

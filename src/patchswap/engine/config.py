@@ -69,6 +69,11 @@ class DataSection:
 class ModelSection:
     name: str = opt("resnet8", f"a zoo name ({_ZOO}), timm:NAME or torchvision:NAME")
     pretrained: str | None = opt(None, "local weights file (.safetensors, .pt, .ckpt)")
+    kwargs: dict[str, Any] = opt(
+        doc="arguments of the model's constructor (timm / torchvision / zoo), e.g. "
+        "img_size=32,patch_size=4,drop_path_rate=0.1",
+        factory=dict,
+    )
     channels_last: bool = opt(
         True, "NHWC memory format: faster convolutions on CPUs (oneDNN) and recent GPUs"
     )

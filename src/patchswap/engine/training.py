@@ -66,6 +66,37 @@ def build_bundle(cfg: RunConfig) -> DataBundle:
     )
 
 
+def check_input_size(
+    model: torch.nn.Module, name: str, in_chans: int, size: tuple[int, int], num_classes: int
+) -> None:
+    """One forward of two blank images of the data's size (no gradients, eval mode), so a model
+    built for another input size fails now, with the option that fixes it, not at the first step."""
+    h, w = size
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, in_chans, h, w))
+    except Exception as e:  # noqa: BLE001 - any failure here means the model cannot take these images
+        hint = (
+            f"timm models take their input size as a constructor argument: --model.kwargs img_size={h} "
+            f"(a ViT also wants a patch size that divides it, e.g. img_size={h},patch_size=4)"
+            if name.lower().startswith("timm:")
+            else "pass the constructor's size arguments with --model.kwargs NAME=VALUE"
+        )
+        raise RunError(
+            f"model {name} does not accept the data's {in_chans}x{h}x{w} images "
+            f"({type(e).__name__}: {e}); {hint}, or resize the data with --data.image_size"
+        ) from None
+    finally:
+        model.train(was_training)
+    if isinstance(out, torch.Tensor) and tuple(out.shape) != (2, num_classes):
+        raise RunError(
+            f"model {name} returns {tuple(out.shape)} for 2 images of {num_classes} classes; a "
+            f"classifier must return logits [N, {num_classes}]"
+        )
+
+
 class ClassificationRun:
     """The objects of one run, built from a config (data, model, method, module, loaders)."""
 
@@ -80,8 +111,13 @@ class ClassificationRun:
                 "classifier needs at least two classes"
             )
         self.model = create_model(
-            cfg.model.name, b.num_classes, in_chans=b.in_chans, pretrained=cfg.model.pretrained
+            cfg.model.name,
+            b.num_classes,
+            in_chans=b.in_chans,
+            pretrained=cfg.model.pretrained,
+            **cfg.model.kwargs,
         )
+        check_input_size(self.model, cfg.model.name, b.in_chans, b.image_size, b.num_classes)
         if cfg.model.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.method = create_method(

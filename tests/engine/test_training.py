@@ -286,3 +286,17 @@ def test_one_seed_starts_every_method_from_the_same_weights(tiny_overrides, tmp_
         load_config(None, tiny_overrides(tmp_path / "s4", trainer__seed="4"))
     ).model.state_dict()
     assert not torch.equal(other["conv1.weight"], states["ce"]["conv1.weight"])
+
+
+def test_resume_does_not_warn_that_the_checkpoint_directory_is_not_empty(tiny_run, tmp_path):
+    """Issue 18: Lightning's "Checkpoint directory ... exists and is not empty" on every resume is
+    noise: the folder is the run's own."""
+    import warnings
+
+    run_dir = tmp_path / "again"
+    shutil.copytree(tiny_run[0], run_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resume(run_dir, {"trainer.progress_bar": "false"})
+    said = [str(w.message) for w in caught]
+    assert not [m for m in said if "exists and is not empty" in m], said

@@ -40,6 +40,7 @@ from patchswap.runs import (
     load_checkpoint,
     run_relative,
     save_weights,
+    weights_metadata,
 )
 
 __all__ = ["ClassificationRun", "build_bundle", "default_run_dir", "resume", "train"]
@@ -151,6 +152,21 @@ class ClassificationRun:
     def _store_config(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CONFIG_KEY] = self.cfg.to_dict()
 
+    def weights_metadata(self) -> dict[str, str]:
+        """What a .safetensors file of this run holds, written into its header."""
+        b, m = self.bundle, self.cfg.model
+        return weights_metadata(
+            architecture=m.name,
+            model_kwargs=m.kwargs,
+            num_classes=b.num_classes,
+            classes=list(b.classes),
+            input_size=[b.in_chans, *b.image_size],
+            mean=list(b.mean),
+            std=list(b.std),
+            method=self.cfg.method,
+            data=self.cfg.data.name,
+        )
+
     def trainer(self, run_dir: Path | None, *, callbacks: list | None = None, fit: bool = True) -> L.Trainer:
         return lightning_trainer(self.cfg.trainer, run_dir, callbacks=callbacks, fit=fit)
 
@@ -173,7 +189,8 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     with quiet_lightning():
         if not fit_on_all_ranks(run.trainer(run_dir, callbacks=callbacks), run, last if resume else None):
             return {}
-        save_weights(run.model, ckpt_dir / "last.safetensors")
+        meta = run.weights_metadata()
+        save_weights(run.model, ckpt_dir / "last.safetensors", meta)
         best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
         evaluator = run.trainer(None, fit=False)
         val = (
@@ -184,7 +201,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             if has_val
             else {}
         )
-        save_weights(run.model, ckpt_dir / "best.safetensors")
+        save_weights(run.model, ckpt_dir / "best.safetensors", meta)
         test = {}
         if run.bundle.test is not None:
             test = split_metrics(

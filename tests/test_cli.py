@@ -254,10 +254,21 @@ def test_show_pairs_writes_four_rows_of_swapped_pairs(capsys, tmp_path, pairs, s
     assert f"wrote {out}" in printed and "swapped share of each pair" in printed
 
     image = np.asarray(Image.open(out).convert("RGB"))
+    from patchswap.engine.config import load_config
+    from patchswap.engine.show_pairs import draw_pairs
+
+    # The geometry of the same picture: tiles below a band of class names, right of the row labels.
+    pic = draw_pairs(load_config(None, {"ips.prob": "1.0"}), pairs=pairs, out=tmp_path / "b.png", scale=scale)
+    assert np.array_equal(image, np.asarray(Image.open(pic.path).convert("RGB")))
+    assert pic.tile == cell and pic.origin[0] > 8 and pic.origin[1] > 40, "room for classes and labels"
     pad = 2
-    assert image.shape == (4 * (cell + pad) + pad, pairs * (cell + pad) + pad, 3)
+    assert image.shape == (
+        pic.origin[0] + 4 * (cell + pad) + pad,
+        pic.origin[1] + pairs * (cell + pad) + pad,
+        3,
+    )
     tiles = [
-        [image[pad + r * (cell + pad) :][:cell, pad + c * (cell + pad) :][:, :cell, 0] for c in range(pairs)]
+        [image[slice(*pic.tile_box(r, c)[::2]), slice(*pic.tile_box(r, c)[1::2]), 0] for c in range(pairs)]
         for r in range(4)
     ]
     for c in range(pairs):
@@ -267,6 +278,14 @@ def test_show_pairs_writes_four_rows_of_swapped_pairs(capsys, tmp_path, pairs, s
         assert (swapped_a + swapped_b == anchor + partner).all()
     # prob=1: every pair exchanged something visible (digits pairs differ somewhere in a swapped cell).
     assert any((tiles[2][c] != tiles[0][c]).any() for c in range(pairs))
+    # The labels and the classes are drawn: dark text in the left margin of each row and above each column.
+    for r in range(4):
+        top, _, bottom, _ = pic.tile_box(r, 0)
+        assert (image[top:bottom, : pic.origin[1], 0] < 128).any(), f"row {r} has no label"
+    for c in range(pairs):
+        _, left, _, right = pic.tile_box(0, c)
+        assert (image[: pic.origin[0], left:right, 0] < 128).any(), f"column {c} has no class"
+    assert "labelled in the picture" in printed
 
 
 def test_show_pairs_is_seeded(capsys, tmp_path):

@@ -312,7 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser(
         "show-pairs",
         help="write a PNG of same-class pairs and their swapped versions",
-        description="Rows: anchors, partners, swapped anchors, swapped partners (data, ips options apply).",
+        description=(
+            "Rows: anchors, partners, swapped anchors, swapped partners, labelled in the picture with "
+            "each column's class (data, ips options apply)."
+        ),
         allow_abbrev=False,
     )
     show.add_argument("--pairs", type=int, default=8, help="how many pairs to show (default: 8)")
@@ -449,7 +452,7 @@ def _cmd_show_pairs(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _overrides(args))
     pic = draw_pairs(cfg, pairs=args.pairs, out=args.out, scale=args.scale)
     rows = "anchors, partners, swapped anchors, swapped partners"
-    print(f"wrote {pic.path}: rows = {rows}; classes {pic.classes}")
+    print(f"wrote {pic.path}: rows = {rows}; classes {pic.classes} (both labelled in the picture)")
     print(f"swapped share of each pair: {pic.fractions}")
     return 0
 

@@ -126,6 +126,52 @@ def test_unknown_names_exit_2_listing_valid_ones(capsys, tmp_path, flags, names)
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
+def test_one_class_data_says_a_classifier_needs_two(capsys, tmp_path):
+    path = tmp_path / "one.npz"
+    np.savez(path, x=np.zeros((40, 8, 8), dtype=np.uint8), y=np.zeros(40, dtype=np.int64))
+    argv = [
+        "train",
+        "--data",
+        f"npz:{path}",
+        "--run-dir",
+        str(tmp_path / "r"),
+        "--trainer.progress_bar",
+        "false",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "a classifier needs at least two classes" in err and "num_classes" not in err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("method", ["ce", "ips"])
+def test_batch_larger_than_the_training_set_names_the_cli_key(capsys, tmp_path, tiny_argv, method):
+    argv = tiny_argv(tmp_path / "r", method=method, data__train_subset="20", data__batch_size="64")
+    assert main(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "data.batch_size=64 is larger than the 20 training images" in err
+    assert "lower data.batch_size to at most 20" in err
+    assert "pairs_per_batch" not in err and "drop_last" not in err
+
+
+def test_a_model_that_rejects_the_image_size_names_the_option(capsys, tmp_path):
+    """Issue 18: timm's bare AssertionError at the first step becomes a start-up error that says
+    --model.kwargs img_size=...; with it the model builds and takes the data."""
+    from patchswap.engine.config import load_config
+    from patchswap.engine.training import ClassificationRun
+
+    argv = ["train", "--model", "timm:vit_tiny_patch16_224", "--run-dir", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "does not accept the data's 1x8x8 images" in err and "--model.kwargs img_size=8" in err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+    kwargs = "img_size=8,patch_size=4,drop_path_rate=0.1,depth=2"
+    cfg = load_config(None, {"model.name": "timm:vit_tiny_patch16_224", "model.kwargs": kwargs})
+    run = ClassificationRun(cfg)
+    assert run.model.patch_embed.patch_size == (4, 4) and len(run.model.blocks) == 2
+    assert run.model.training, "the check leaves the model in training mode"
+
+
 def test_yaml_typo_exits_2_with_a_suggestion(capsys, tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("optim: {lrr: 0.1}\n")
@@ -147,11 +193,55 @@ def test_bad_flag_values_exit_2(capsys, flags, needle):
     assert needle in capsys.readouterr().err
 
 
-def test_unrecognised_flag_is_an_argparse_error(capsys):
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["train", "--optim.lrr", "0.1"], "--optim.lrr 0.1 (did you mean '--optim.lr'?)"),
+        (["transfer", "--epoch", "1"], "--epoch 1 (did you mean '--epochs'?)"),
+        (["show-pairs", "--ips.gird", "4"], "--ips.gird 4 (did you mean '--ips.grid'?)"),
+    ],
+)
+def test_mistyped_flag_suggests_the_closest_like_a_yaml_key(capsys, argv, needle):
+    """Issue 18: a mistyped flag gets its command's did-you-mean, not the top-level usage."""
     with pytest.raises(SystemExit) as e:
-        main(["train", "--optim.lrr", "0.1"])
+        main(argv)
     assert e.value.code == 2
-    assert "--optim.lrr" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"patchswap {argv[0]}: error: unrecognized arguments: {needle.split(' (')[0]}" in err
+    assert needle in err
+    assert f"usage: patchswap {argv[0]} [options] (see patchswap {argv[0]} --help)" in err
+    assert len(err.splitlines()) == 2, "a one-line usage, not every config key"
+
+
+def test_short_forms_exist_wherever_their_key_does(capsys, monkeypatch):
+    """Issue 18: transfer and show-pairs take the short forms of the keys they have; compare's quick
+    form takes those every run shares."""
+    transfer = " ".join(_help(capsys, monkeypatch, "transfer").split())
+    for flag in ("--epochs", "--data", "--seed", "--lr", "--batch-size", "--run-dir"):
+        assert f" {flag} " in transfer, flag
+    assert " --model V " not in transfer and " --val-split " not in transfer  # no such transfer keys
+    pairs = " ".join(_help(capsys, monkeypatch, "show-pairs").split())
+    assert all(f" {flag} " in pairs for flag in ("--data", "--model", "--seed", "--epochs"))
+    compare = " ".join(_help(capsys, monkeypatch, "compare").split())
+    assert "--epochs V = --trainer.epochs" in compare and "--data V = --data.name" in compare
+    assert " --seed V " not in compare and " --run-dir " not in compare  # --seeds and --out say those
+
+
+def test_compare_short_forms_feed_the_quick_form(monkeypatch, tmp_path):
+    import patchswap.study.compare as compare
+
+    seen = {}
+
+    def fake_quick(configs, methods, seeds, out, common):
+        seen.update(common)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(compare, "quick_study", fake_quick)
+    with pytest.raises(SystemExit):
+        main(["compare", "--methods", "ce", "--epochs", "2", "--data", "digits", "--set", "optim.lr=0.1"])
+    assert seen == {"trainer.epochs": "2", "data.name": "digits", "optim.lr": "0.1"}
+    with pytest.raises(SystemExit, match="apply to the quick form"):
+        main(["compare", str(tmp_path / "study.yaml"), "--epochs", "2"])
 
 
 # -- show-pairs --------------------------------------------------------------------------------------
@@ -164,10 +254,21 @@ def test_show_pairs_writes_four_rows_of_swapped_pairs(capsys, tmp_path, pairs, s
     assert f"wrote {out}" in printed and "swapped share of each pair" in printed
 
     image = np.asarray(Image.open(out).convert("RGB"))
+    from patchswap.engine.config import load_config
+    from patchswap.engine.show_pairs import draw_pairs
+
+    # The geometry of the same picture: tiles below a band of class names, right of the row labels.
+    pic = draw_pairs(load_config(None, {"ips.prob": "1.0"}), pairs=pairs, out=tmp_path / "b.png", scale=scale)
+    assert np.array_equal(image, np.asarray(Image.open(pic.path).convert("RGB")))
+    assert pic.tile == cell and pic.origin[0] > 8 and pic.origin[1] > 40, "room for classes and labels"
     pad = 2
-    assert image.shape == (4 * (cell + pad) + pad, pairs * (cell + pad) + pad, 3)
+    assert image.shape == (
+        pic.origin[0] + 4 * (cell + pad) + pad,
+        pic.origin[1] + pairs * (cell + pad) + pad,
+        3,
+    )
     tiles = [
-        [image[pad + r * (cell + pad) :][:cell, pad + c * (cell + pad) :][:, :cell, 0] for c in range(pairs)]
+        [image[slice(*pic.tile_box(r, c)[::2]), slice(*pic.tile_box(r, c)[1::2]), 0] for c in range(pairs)]
         for r in range(4)
     ]
     for c in range(pairs):
@@ -177,6 +278,14 @@ def test_show_pairs_writes_four_rows_of_swapped_pairs(capsys, tmp_path, pairs, s
         assert (swapped_a + swapped_b == anchor + partner).all()
     # prob=1: every pair exchanged something visible (digits pairs differ somewhere in a swapped cell).
     assert any((tiles[2][c] != tiles[0][c]).any() for c in range(pairs))
+    # The labels and the classes are drawn: dark text in the left margin of each row and above each column.
+    for r in range(4):
+        top, _, bottom, _ = pic.tile_box(r, 0)
+        assert (image[top:bottom, : pic.origin[1], 0] < 128).any(), f"row {r} has no label"
+    for c in range(pairs):
+        _, left, _, right = pic.tile_box(0, c)
+        assert (image[: pic.origin[0], left:right, 0] < 128).any(), f"column {c} has no class"
+    assert "labelled in the picture" in printed
 
 
 def test_show_pairs_is_seeded(capsys, tmp_path):
@@ -205,6 +314,30 @@ def test_eval_errors(capsys, tiny_run, tmp_path):
     assert "neither a run directory nor a checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         main(["eval", str(tiny_run[0]), "--set", "data.data_dir"])
+
+
+def test_eval_refuses_overrides_that_recut_the_splits(capsys, tiny_run):
+    """Issue 18: --set data.test_split=... would re-cut the run's splits (training images in test)."""
+    for key, value in (("data.test_split", "0.3"), ("data.split_seed", "1"), ("data.val_split", "0.2")):
+        assert main(["eval", str(tiny_run[0]), "--set", f"{key}={value}"]) == 2
+        err = capsys.readouterr().err
+        assert f"{key} cannot change when evaluating" in err and "--set data.name=NAME" in err
+    # The saved value itself is no change; other keys still apply.
+    same = ["--set", "data.split_seed=0", "--set", "data.eval_batch_size=7"]
+    assert main(["eval", str(tiny_run[0]), *same]) == 0
+    capsys.readouterr()
+
+
+def test_eval_without_a_test_split_says_what_to_do(capsys, tiny_run, tmp_path):
+    """Another dataset (data.name may change) that has no test split of its own."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "only-train.npz"
+    np.savez(path, x=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), y=np.arange(60) % 10)
+    assert main(["eval", str(tiny_run[0]), "--set", f"data.name=npz:{path}"]) == 2
+    err = capsys.readouterr().err
+    assert "has no test split" in err
+    assert "--split val" in err and "--set data.name=NAME" in err
+    assert "pass --data.test_split" not in err
 
 
 def test_train_ce_through_the_cli(capsys, tmp_path, tiny_argv):

@@ -129,6 +129,59 @@ def test_bad_input_is_reported():
         IPSLoss(temperature=0)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"alpha": float("nan")}, "alpha must be a finite number, got nan"),
+        ({"gamma": float("inf")}, "gamma must be a finite number"),
+        ({"temperature": float("nan")}, "temperature must be a finite number"),
+        ({"alpha": -1.0}, "alpha and gamma must be non-negative"),
+        ({"label_smoothing": float("nan")}, "label_smoothing must be in"),
+    ],
+)
+def test_hyper_parameters_are_checked_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        IPSLoss(**kwargs)
+
+
+def test_bad_values_are_reported_on_cpu_tensors():
+    """Issue 18: NaN/inf or integer logits, labels out of range and probabilities that do not sum to
+    1 used to pass silently or fail with torch's bare IndexError."""
+    loss = IPSLoss()
+    za, zb, y = torch.tensor(ZA), torch.tensor(ZB), torch.tensor(Y)
+    c = za.shape[1]
+    with pytest.raises(
+        ValueError, match=rf"labels must be in \[0, {c}\) for {c} classes, got values from 0 to {c}"
+    ):
+        loss(za, zb, torch.tensor([0, c]))
+    with pytest.raises(ValueError, match="labels must be in"):
+        loss(za, zb, torch.tensor([-1, 0]))
+    with pytest.raises(ValueError, match="logits_b holds NaN or inf"):
+        loss(za, zb.clone().fill_(float("nan")), y)
+    with pytest.raises(ValueError, match="logits_a holds NaN or inf"):
+        loss(za.clone().fill_(float("inf")), zb, y)
+    with pytest.raises(ValueError, match="logits must be floating point"):
+        loss(za.long(), zb.long(), y)
+    with pytest.raises(ValueError, match="must sum to 1 over the classes"):
+        loss(za, zb, torch.ones(2, c))
+    with pytest.raises(ValueError, match="non-negative"):
+        loss(za, zb, torch.tensor([[1.5, -0.5] + [0.0] * (c - 2)] * 2))
+    soft = torch.softmax(torch.randn(2, c), dim=1)
+    assert torch.isfinite(loss(za, zb, soft).loss)  # normalised probabilities pass
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_value_checks_do_not_sync_the_device():
+    """On a GPU only the free checks run: no host-device synchronisation in the loss."""
+    loss = IPSLoss()
+    za, zb, y = (torch.tensor(v).cuda() for v in (ZA, ZB, Y))
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss(za, zb, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 @pytest.mark.skipif(not SEED_FILE.exists(), reason="../shared/reference/seed_ips.py is absent")
 def test_how_the_seed_loss_differs():
     """The seed's SelfDistillationLoss: its second KL passes probabilities where kl_div expects

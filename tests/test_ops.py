@@ -203,6 +203,8 @@ def test_under_torch_compile_the_op_has_no_graph_break():
         (lambda a, b: patch_swap(a, b, k_rule="fixed", ratio=1.0), "ratio must be in"),
         (lambda a, b: patch_swap(a, b, k_rule="beta", beta=(0.0, 1.0)), "beta must be two positive"),
         (lambda a, b: patch_swap(a, b, patch_size=16), "larger than the image"),
+        (lambda a, b: patch_swap(a, b, grid=4, patch_size=2), "give grid or patch_size, not both"),
+        (lambda a, b: PatchSwap(4, patch_size=2), "give grid or patch_size, not both"),
         (lambda a, b: patch_swap(a, b, grid="2x2"), "grid must be an int or a pair"),
         (lambda a, b: apply_cell_mask(a, b, torch.zeros(3, 2, 2, dtype=torch.bool)), "cell_mask must be"),
     ],

@@ -193,6 +193,21 @@ def test_a_run_directory_means_its_best_checkpoint_else_its_last(tmp_path):
     assert locate_checkpoint(loose) == loose
 
 
+def test_weights_metadata_round_trips_through_the_file(tmp_path):
+    from patchswap.runs import read_weights_metadata, weights_metadata
+
+    meta = weights_metadata(architecture="resnet8", classes=["cat", "dog"], mean=[0.5], skipped=None)
+    assert meta == {"format": "pt", "architecture": "resnet8", "classes": '["cat", "dog"]', "mean": "[0.5]"}
+    path = tmp_path / "w.safetensors"
+    save_weights(torch.nn.Linear(2, 2), path, metadata=meta)
+    assert read_weights_metadata(path) == {
+        "format": "pt",
+        "architecture": "resnet8",
+        "classes": ["cat", "dog"],
+        "mean": [0.5],
+    }
+
+
 def test_safetensors_count_only_when_asked_and_a_ckpt_wins_over_its_copy(tmp_path):
     run = tmp_path / "run"
     only = _touch(run / "checkpoints" / "best.safetensors")

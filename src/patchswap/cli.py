@@ -11,7 +11,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["build_parser", "main"]
 
@@ -33,6 +33,49 @@ ALIASES = {
     "--precision": "trainer.precision",
 }
 BOOL_FLAGS = {"--download"}
+# compare's quick form takes the short forms of keys that every run shares (not the run's own
+# seed, method or directory: --seeds, --methods and --out say those).
+COMPARE_ALIASES = tuple(f for f in ALIASES if f not in ("--method", "--seed", "--run-dir"))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an unrecognised flag is reported by its command's parser with the closest valid
+    flag, as an unknown YAML key is (``--optim.lrr`` -> did you mean '--optim.lr'?)."""
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            target = self._command_parser(parsed) or self
+            target.error(unrecognized(extras, target))
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
+        """The error after the usage, in one line when the full usage is long (a command's lists
+        every config key)."""
+        usage = self.format_usage()
+        if len(usage) > 400:
+            usage = f"usage: {self.prog} [options] (see {self.prog} --help)\n"
+        self.exit(2, f"{usage}{self.prog}: error: {message}\n")
+
+    def _command_parser(self, parsed: argparse.Namespace) -> argparse.ArgumentParser | None:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(getattr(parsed, action.dest, None))
+        return None
+
+
+def unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:
+    """``unrecognized arguments: ...`` with the closest valid flag of each unknown one."""
+    from patchswap.config_base import did_you_mean
+
+    flags = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    unknown = [arg.split("=", 1)[0] for arg in extras if arg.startswith("--")]
+    hints = {name: did_you_mean(name, flags) for name in unknown}
+    text = f"unrecognized arguments: {' '.join(extras)}"
+    if len(unknown) == 1 and hints[unknown[0]]:
+        return text + hints[unknown[0]]
+    said = [f"{name}: {hint.strip()[1:-1]}" for name, hint in hints.items() if hint]
+    return text + (f" ({'; '.join(said)})" if said else "") + f"; see {parser.prog} --help"
 
 
 def _field_help(cls: type) -> dict[str, str]:
@@ -49,6 +92,8 @@ def _shown(default: Any) -> Any:
 
 
 def _type_name(tp: Any) -> str:
+    if tp is dict or getattr(tp, "__origin__", None) is dict:
+        return "K=V,..."
     return re.sub(r"\btyping\.|<class '(\w+)'>", lambda m: m.group(1) or "", str(tp))
 
 
@@ -62,8 +107,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, factory: Any = None) -> N
         "--config", action="append", default=[], metavar="FILE", help="YAML config (repeatable)"
     )
     defaults = (factory or RunConfig)()
-    if factory is None:
-        _add_aliases(parser, defaults)
+    _add_aliases(parser, defaults)
     group = parser.add_argument_group("choices")
     for key, text in defaults.top_level_help().items():
         group.add_argument(
@@ -95,19 +139,23 @@ def _choice_flag(key: str) -> str:
     return f"--{key}.name" if key == "method" else f"--{key}"
 
 
-def _add_aliases(parser: argparse.ArgumentParser, defaults: Any) -> None:
-    """The short forms in ALIASES, each documented with the help and default of the key it sets."""
+def _add_aliases(parser: argparse.ArgumentParser, defaults: Any, flags: Any = None) -> None:
+    """The short forms in ALIASES (or those of ``flags``) whose key ``defaults``'s config has, each
+    documented with the help and default of the key it sets."""
     short = parser.add_argument_group("common options (short forms of config keys)")
     choices = defaults.top_level_help()
     sections = defaults.sections()
-    for flag, key in ALIASES.items():
+    for flag in flags or ALIASES:
+        key = ALIASES[flag]
+        section, _, name = key.partition(".")
         if key in choices:
             target, text, default = _choice_flag(key), choices[key], getattr(defaults, key)
-        else:
-            section, _, name = key.partition(".")
+        elif section in sections and hasattr(sections[section], name):
             target = f"--{key}"
             text = _field_help(type(sections[section]))[name]
             default = _shown(getattr(sections[section], name))
+        else:  # this config has no such key (transfer has no model.name): no short form
+            continue
         if flag in BOOL_FLAGS:  # a switch: --download alone means true
             short.add_argument(
                 flag,
@@ -128,7 +176,7 @@ def _add_aliases(parser: argparse.ArgumentParser, defaults: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="patchswap",
         description="Teacher-free self-distillation with Intra-class Patch Swap (IPS).",
         allow_abbrev=False,
@@ -246,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument(
         "--reference", help="entry the others are compared with seed by seed (overrides the study's)"
     )
+    from patchswap.engine.config import RunConfig
+
+    _add_aliases(cmp, RunConfig(), COMPARE_ALIASES)  # quick form: = --set KEY=VALUE for all runs
 
     transfer = sub.add_parser(
         "transfer",
@@ -272,7 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser(
         "show-pairs",
         help="write a PNG of same-class pairs and their swapped versions",
-        description="Rows: anchors, partners, swapped anchors, swapped partners (data, ips options apply).",
+        description=(
+            "Rows: anchors, partners, swapped anchors, swapped partners, labelled in the picture with "
+            "each column's class (data, ips options apply)."
+        ),
         allow_abbrev=False,
     )
     show.add_argument("--pairs", type=int, default=8, help="how many pairs to show (default: 8)")
@@ -483,7 +537,7 @@ def _cmd_show_pairs(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _overrides(args))
     pic = draw_pairs(cfg, pairs=args.pairs, out=args.out, scale=args.scale)
     rows = "anchors, partners, swapped anchors, swapped partners"
-    print(f"wrote {pic.path}: rows = {rows}; classes {pic.classes}")
+    print(f"wrote {pic.path}: rows = {rows}; classes {pic.classes} (both labelled in the picture)")
     print(f"swapped share of each pair: {pic.fractions}")
     return 0
 
@@ -504,11 +558,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else None
     if args.study:
+        short = [f for f in COMPARE_ALIASES if f"cfg:{ALIASES[f]}" in vars(args)]
+        if short:
+            raise SystemExit(
+                f"{', '.join(short)} apply to the quick form (--methods); a study file sets them "
+                "under set: (every run) or an entry"
+            )
         study = load_study(args.study)
         to_run = restrict(study, [e for e in (args.entries or "").split(",") if e.strip()], seeds)
     elif args.methods:
         methods = [m for m in args.methods.split(",") if m]
-        study = quick_study(args.config, methods, seeds or [0, 1, 2], args.out, _parse_sets(args.set))
+        sets = {**_overrides(args), **_parse_sets(args.set)}
+        study = quick_study(args.config, methods, seeds or [0, 1, 2], args.out, sets)
         to_run = study
     else:
         raise SystemExit("give a study file or --methods (see patchswap compare --help)")

@@ -95,6 +95,8 @@ def parse_value(raw: Any, tp: Any, key: str, *, from_text: bool = False) -> Any:
             except ConfigError:
                 pass
         raise ConfigError(f"{key}: cannot read {raw!r} as {tp}")
+    if origin is dict or tp is dict:
+        return _parse_mapping(raw, key, from_text=from_text)
     if origin is list:
         (item,) = typing.get_args(tp)
         if from_text and isinstance(raw, str):
@@ -137,6 +139,36 @@ def parse_value(raw: Any, tp: Any, key: str, *, from_text: bool = False) -> Any:
             return str(raw)
         raise ConfigError(f"{key} must be a string, got {raw!r}")
     raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _parse_mapping(raw: Any, key: str, *, from_text: bool) -> dict[str, Any]:
+    """A mapping of names to plain values: a YAML mapping, or on the command line
+    ``name=value,name=value`` (each value read as YAML: ``32`` an int, ``0.1`` a float, ``true`` a
+    bool) or a YAML flow mapping ``{name: value}``; ``none`` or empty text is an empty mapping."""
+    if from_text and isinstance(raw, str):
+        text = raw.strip()
+        if text.lower() in ("", "none", "null", "{}"):
+            return {}
+        if text.startswith("{"):
+            try:
+                raw = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{key}: cannot read {text!r} as a mapping: {e}") from None
+        else:
+            raw = {}
+            for part in (p for p in text.split(",") if p.strip()):
+                name, sep, value = part.partition("=")
+                if not sep or not name.strip():
+                    raise ConfigError(
+                        f"{key} takes name=value pairs separated by commas "
+                        f"(e.g. img_size=32,drop_path_rate=0.1), got {part!r}"
+                    )
+                raw[name.strip()] = yaml.safe_load(value.strip()) if value.strip() else None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+        raise ConfigError(f"{key} must be a mapping of names to values, got {raw!r}")
+    return dict(raw)
 
 
 class ConfigBase:

@@ -31,7 +31,7 @@ class SwapOptions:
     def swap_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~patchswap.ops.patch_swap` and :class:`~patchswap.ops.PatchSwap`."""
         return {
-            "grid": (self.grid, self.grid),
+            "grid": (self.grid, self.grid) if self.patch_size is None else None,  # one of the two
             "patch_size": self.patch_size,
             "prob": self.prob,
             "k_rule": self.k_rule,

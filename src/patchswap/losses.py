@@ -6,6 +6,7 @@ classes loses too much in half precision, and the KL term is a small difference 
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -138,6 +139,50 @@ def true_class_prob(logits: Tensor, target: Tensor) -> Tensor:
         return (p * target.float()).sum(dim=1)
 
 
+def _check_hyper(temperature: float, alpha: float, gamma: float) -> None:
+    """The loss weights and temperature: finite numbers in range (NaN fails every comparison)."""
+    for name, value in (("temperature", temperature), ("alpha", alpha), ("gamma", gamma)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature!r}")
+    if alpha < 0 or gamma < 0:
+        raise ValueError(f"alpha and gamma must be non-negative, got alpha={alpha!r}, gamma={gamma!r}")
+
+
+def _check_logit_dtype(*logits: Tensor) -> None:
+    for z in logits:
+        if not z.is_floating_point():
+            raise ValueError(
+                f"logits must be floating point (a network's raw outputs), got {z.dtype}; "
+                "class indices go in target"
+            )
+
+
+def _check_values(logits_a: Tensor, logits_b: Tensor, target: Tensor) -> None:
+    """The checks that read values: CPU tensors only (on a GPU each would sync the host)."""
+    for name, z in (("logits_a", logits_a), ("logits_b", logits_b)):
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError(f"{name} holds NaN or inf values: the network diverged or its input is broken")
+    c = logits_a.shape[1]
+    if target.dim() == 1:
+        if target.numel() and (int(target.min()) < 0 or int(target.max()) >= c):
+            raise ValueError(
+                f"labels must be in [0, {c}) for {c} classes, got values from {int(target.min())} "
+                f"to {int(target.max())}"
+            )
+        return
+    t = target.float()
+    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+        raise ValueError("probability targets must be finite and non-negative")
+    worst = float((t.sum(dim=1) - 1).abs().max()) if t.numel() else 0.0
+    if worst > (1e-2 if target.dtype in (torch.float16, torch.bfloat16) else 1e-4):
+        raise ValueError(
+            f"probability targets must sum to 1 over the classes (a row is off by {worst:.3g}); "
+            "pass class indices [N] or normalised probabilities [N, num_classes]"
+        )
+
+
 class IPSLoss(nn.Module):
     """Cross-entropy on both swapped views plus instance-to-instance distillation between them.
 
@@ -146,6 +191,13 @@ class IPSLoss(nn.Module):
     ``direction="symmetric"``: each view teaches the other (the paper's two KD terms).
     ``direction="confident"``: per pair, the view with the higher true-class probability
     teaches the other only. ``detach_teacher`` stops the gradient through the teacher's side.
+
+    Checks, each with a message that says what is wrong: at construction, the hyper-parameters
+    (``temperature`` finite and positive, ``alpha`` / ``gamma`` finite and non-negative,
+    ``label_smoothing`` in [0, 1)); at every call, the shapes and dtypes (floating-point logits,
+    integer labels), which cost nothing. The checks that read the values (logits finite, labels in
+    ``[0, num_classes)``, probability targets non-negative and summing to 1) run only on CPU tensors:
+    on an accelerator they would wait for the device at every step, so there they are skipped.
     """
 
     def __init__(
@@ -161,11 +213,8 @@ class IPSLoss(nn.Module):
         super().__init__()
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature!r}")
-        if alpha < 0 or gamma < 0:
-            raise ValueError(f"alpha and gamma must be non-negative, got alpha={alpha!r}, gamma={gamma!r}")
-        if not 0.0 <= label_smoothing < 1.0:
+        _check_hyper(temperature, alpha, gamma)
+        if not 0.0 <= label_smoothing < 1.0:  # False for NaN too
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
         self.temperature = float(temperature)
         self.alpha = float(alpha)
@@ -182,6 +231,9 @@ class IPSLoss(nn.Module):
                 f"{tuple(logits_a.shape)} and {tuple(logits_b.shape)}"
             )
         _check_target(logits_a, target)
+        _check_logit_dtype(logits_a, logits_b)
+        if logits_a.device.type == "cpu" and target.device.type == "cpu":  # no device sync elsewhere
+            _check_values(logits_a, logits_b, target)
         ce = (
             soft_cross_entropy(logits_a, target, self.label_smoothing)
             + soft_cross_entropy(logits_b, target, self.label_smoothing)

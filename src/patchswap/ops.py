@@ -161,11 +161,24 @@ def _swapped_fraction(
     return (cell_mask.to(torch.float32) * area).sum(dim=(1, 2)) / float(height * width)
 
 
+def _one_layout(
+    grid: int | tuple[int, int] | None, patch_size: int | tuple[int, int] | None
+) -> int | tuple[int, int] | None:
+    """The grid to use: ``grid`` (default 2x2), or None when cells are ``patch_size`` pixels; both
+    at once is an error (one would silently win)."""
+    if grid is not None and patch_size is not None:
+        raise ValueError(
+            f"give grid or patch_size, not both (got grid={grid!r} and patch_size={patch_size!r}): "
+            "patch_size sets the cells in pixels, grid sets how many"
+        )
+    return None if patch_size is not None else (grid if grid is not None else (2, 2))
+
+
 def patch_swap(
     x_a: Tensor,
     x_b: Tensor,
     *,
-    grid: int | tuple[int, int] = (2, 2),
+    grid: int | tuple[int, int] | None = None,
     patch_size: int | tuple[int, int] | None = None,
     prob: float = 0.5,
     k_rule: str = "uniform",
@@ -178,12 +191,13 @@ def patch_swap(
 
     With probability ``prob`` per pair, k random cells of the grid (or of ``patch_size`` pixel
     patches) are exchanged at the same positions; k follows ``k_rule`` (``uniform`` in 1..G-1 as
-    in the paper's code, ``fixed`` = round(ratio * G), or ``beta``). Inputs are left untouched
-    unless ``inplace=True``. Returns :class:`SwapResult` ``(a, b, cell_mask, fraction)``.
+    in the paper's code, ``fixed`` = round(ratio * G), or ``beta``). Give ``grid`` or ``patch_size``,
+    not both (neither: a 2x2 grid). Inputs are left untouched unless ``inplace=True``. Returns
+    :class:`SwapResult` ``(a, b, cell_mask, fraction)``.
     """
     check_pair(x_a, x_b, ("x_a", "x_b"), 4)
     h, w = x_a.shape[-2:]
-    g = grid_for(h, w, grid, patch_size)
+    g = grid_for(h, w, _one_layout(grid, patch_size), patch_size)
     mask = sample_cell_mask(
         x_a.shape[0],
         g,
@@ -208,7 +222,7 @@ class PatchSwap:
 
     def __init__(
         self,
-        grid: int | tuple[int, int] = (2, 2),
+        grid: int | tuple[int, int] | None = None,
         *,
         patch_size: int | tuple[int, int] | None = None,
         prob: float = 0.5,
@@ -217,6 +231,7 @@ class PatchSwap:
         beta: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         _check_swap(prob, k_rule, ratio, beta)
+        grid = _one_layout(grid, patch_size)  # grid or patch_size (default: a 2x2 grid)
         self.grid, self.patch_size, self.prob = grid, patch_size, prob
         self.k_rule, self.ratio, self.beta = k_rule, ratio, tuple(beta)
 

@@ -16,6 +16,7 @@ engine, so ``methods/``, ``models/`` and ``dense/`` can use it without pointing 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import tempfile
@@ -45,8 +46,10 @@ __all__ = [
     "resolve_run_path",
     "run_config_beside",
     "run_dir_of",
+    "read_weights_metadata",
     "run_relative",
     "save_weights",
+    "weights_metadata",
 ]
 
 CONFIG_KEY = "patchswap_config"
@@ -109,8 +112,35 @@ def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -
         pass
 
 
+def weights_metadata(**fields: Any) -> dict[str, str]:
+    """safetensors metadata (text only): strings as they are, anything else as JSON, so a weights file
+    alone says what it holds (architecture, classes, input size, normalisation, method).
+    ``format: pt`` marks PyTorch tensors for other safetensors readers."""
+    out = {"format": "pt"}
+    for key, value in fields.items():
+        if value is not None:
+            out[key] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+def read_weights_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a safetensors file, JSON values decoded (see :func:`weights_metadata`)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = f.metadata() or {}
+    out: dict[str, Any] = {}
+    for key, text in raw.items():
+        try:
+            out[key] = json.loads(text)
+        except ValueError:
+            out[key] = text
+    return out
+
+
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """The model's weights alone as safetensors (portable, no pickle), written atomically."""
+    """The model's weights alone as safetensors (portable, no pickle), written atomically, with
+    ``metadata`` (text; see :func:`weights_metadata`) in the file's header."""
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}

@@ -337,3 +337,35 @@ def test_compile_modes():
         assert "reduce-overhead" in str(err)
     else:
         raise AssertionError("an unknown compile mode was accepted")
+
+
+# -- model.kwargs: a mapping, in YAML and as a flag (issue 18) -------------------------------------------
+def test_model_kwargs_from_flags_and_yaml_round_trip(tmp_path):
+    flag = load_config(None, {"model.kwargs": "img_size=32, patch_size=4,drop_path_rate=0.1,act=gelu"})
+    assert flag.model.kwargs == {"img_size": 32, "patch_size": 4, "drop_path_rate": 0.1, "act": "gelu"}
+    assert load_config(None, {"model.kwargs": "{img_size: 32, global_pool: avg}"}).model.kwargs == {
+        "img_size": 32,
+        "global_pool": "avg",
+    }
+    assert load_config(None, {"model.kwargs": "none"}).model.kwargs == {}
+    assert load_config().model.kwargs == {}
+    path = _yaml(tmp_path, "m.yaml", {"model": {"kwargs": {"img_size": 32, "qkv_bias": False}}})
+    from_yaml = load_config([path])
+    assert from_yaml.model.kwargs == {"img_size": 32, "qkv_bias": False}
+    saved = tmp_path / "saved.yaml"
+    from_yaml.dump(saved)
+    assert load_config([saved]).model.kwargs == {"img_size": 32, "qkv_bias": False}
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [("img_size", "name=value pairs"), ("{img_size: [", "cannot read"), ("=3", "name=value")],
+)
+def test_model_kwargs_bad_text_says_the_form(text, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, {"model.kwargs": text})
+
+
+def test_model_kwargs_in_yaml_must_be_a_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="model.kwargs must be a mapping"):
+        load_config([_yaml(tmp_path, "bad.yaml", "model: {kwargs: [1, 2]}\n")])

@@ -266,3 +266,14 @@ def test_killed_transfer_resumes_to_the_uninterrupted_weights(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["test"] == reference["test"]
+
+
+@needs_mnist
+def test_transfer_weights_say_what_they_hold(segment_ips_run):
+    from patchswap.runs import read_weights_metadata
+
+    run_dir = segment_ips_run[0]
+    meta = read_weights_metadata(run_dir / "checkpoints" / "best.safetensors")
+    assert meta["task"] == "segment" and meta["method"] == "ips" and meta["architecture"].startswith("fcn")
+    assert len(meta["classes"]) == meta["num_classes"] and meta["input_size"][0] == 1
+    assert len(meta["mean"]) == len(meta["std"]) == 1

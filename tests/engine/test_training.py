@@ -286,3 +286,36 @@ def test_one_seed_starts_every_method_from_the_same_weights(tiny_overrides, tmp_
         load_config(None, tiny_overrides(tmp_path / "s4", trainer__seed="4"))
     ).model.state_dict()
     assert not torch.equal(other["conv1.weight"], states["ce"]["conv1.weight"])
+
+
+def test_resume_does_not_warn_that_the_checkpoint_directory_is_not_empty(tiny_run, tmp_path):
+    """Issue 18: Lightning's "Checkpoint directory ... exists and is not empty" on every resume is
+    noise: the folder is the run's own."""
+    import warnings
+
+    run_dir = tmp_path / "again"
+    shutil.copytree(tiny_run[0], run_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resume(run_dir, {"trainer.progress_bar": "false"})
+    said = [str(w.message) for w in caught]
+    assert not [m for m in said if "exists and is not empty" in m], said
+
+
+def test_safetensors_weights_say_what_they_hold(tiny_run):
+    """Issue 18: the weights file alone names the architecture, classes, input size, normalisation
+    and method."""
+    from patchswap.runs import read_weights_metadata
+
+    run_dir, summary = tiny_run
+    cfg = load_config([run_dir / "config.yaml"])
+    for name in ("best", "last"):
+        meta = read_weights_metadata(run_dir / "checkpoints" / f"{name}.safetensors")
+        assert meta["format"] == "pt"
+        assert meta["architecture"] == cfg.model.name and meta["method"] == cfg.method
+        assert meta["classes"] == [str(i) for i in range(10)] and meta["num_classes"] == 10
+        assert meta["input_size"] == [1, 8, 8] and meta["model_kwargs"] == {}
+        assert len(meta["mean"]) == len(meta["std"]) == 1 and meta["std"][0] > 0
+        # and the file rebuilds the network it names
+        model = create_model(meta["architecture"], meta["num_classes"], in_chans=meta["input_size"][0])
+        model.load_state_dict(load_file(run_dir / "checkpoints" / f"{name}.safetensors"))

@@ -205,3 +205,44 @@ def test_the_cli_sets_the_reference(tmp_path, capsys):
     path.write_text(STUDY + "reference: kd\n")
     with pytest.raises(ConfigError, match="reference 'kd' is not an entry"):
         load_study(path)
+
+
+def test_status_line_names_running_runs_their_epoch_and_the_time_left(tmp_path):
+    """Issue 18: compare says which run trains, its epoch, runs done / total and the time left."""
+    from patchswap.study.compare import RunSpec, epochs_done, status_line
+
+    def spec(entry, seed, rows):
+        run_dir = tmp_path / entry / f"s{seed}"
+        run_dir.mkdir(parents=True)
+        if rows is not None:
+            lines = ["epoch,train/loss"] + [f"{i},1.0" for i in range(rows)]
+            (run_dir / "metrics.csv").write_text("\n".join(lines) + "\n")
+        return RunSpec(entry, seed, run_dir, {})
+
+    ips, ce = spec("ips", 1, 4), spec("ce", 0, None)
+    assert (epochs_done(ips.run_dir), epochs_done(ce.run_dir)) == (4, 0)
+    # ips: 4 epochs in 240 s, 6 to go at 60 s each = 6 min; 2 queued runs at 10 min (ips's pace); 2 jobs
+    line = status_line(
+        [(ips, 0.0, 10, 0), (ce, 200.0, 10, 0)], done=3, total=8, queued=2, run_seconds=[], jobs=2, now=240.0
+    )
+    assert line.startswith("[3/8 runs done] training: ips seed 1 epoch 5/10, ce seed 0 epoch 1/10")
+    assert line.endswith("about 13 min left")  # (6 + 2 * 10) / 2 jobs
+    # finished runs set the queued runs' time; a resumed run's pace counts only the epochs it trained now
+    line = status_line([(ips, 0.0, 10, 3)], done=0, total=2, queued=1, run_seconds=[600.0], jobs=1, now=60.0)
+    assert line.endswith("about 16 min left")  # (6 min at 60 s + 10 min) / 1 job
+    assert "after the first epoch" in status_line(
+        [(ce, 0.0, 10, 0)], done=0, total=1, queued=0, run_seconds=[], jobs=1, now=5.0
+    )
+
+
+@pytest.mark.timeout(400)
+def test_run_study_logs_status_lines_while_runs_train(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    path = tmp_path / "s.yaml"
+    path.write_text(STUDY.replace("seeds: [0, 1]", "seeds: [0]"))
+    study = restrict(load_study(path), ["ce"])
+    logs: list[str] = []
+    run_study(study, log=logs.append, status_every=0.5)
+    status = [line for line in logs if "runs done] training: ce seed 0 epoch" in line]
+    assert status and status[0].strip().startswith("[0/1 runs done]")
+    assert any("(1/1 runs done)" in line for line in logs)

@@ -144,7 +144,12 @@ def load_run(target: str | Path, *, device: str | torch.device | None = "cpu") -
     config = _run_config(ckpt, path)
     bundle = build_run_data(config)
     model_cfg = config.get("model") or {}
-    model = create_model(model_cfg.get("name", "resnet8"), bundle.num_classes, in_chans=bundle.in_chans)
+    model = create_model(  # the architecture alone: the checkpoint's weights replace any pretrained ones
+        model_cfg.get("name", "resnet8"),
+        bundle.num_classes,
+        in_chans=bundle.in_chans,
+        **(model_cfg.get("kwargs") or {}),
+    )
     weights = network_state(ckpt["state_dict"])
     if not weights:
         raise CheckpointError(f"{path} holds no network weights (no 'model.' keys in its state_dict)")

@@ -76,6 +76,11 @@ class ModelSection:
         None,
         "local weights file (.safetensors, .pt, .ckpt); true: timm hub weights; torchvision: IMAGENET1K_V2",
     )
+    kwargs: dict[str, Any] = opt(
+        doc="arguments of the model's constructor (timm / torchvision / zoo), e.g. "
+        "img_size=32,patch_size=4,drop_path_rate=0.1",
+        factory=dict,
+    )
     channels_last: bool = opt(
         True, "NHWC memory format: faster convolutions on CPUs (oneDNN) and recent GPUs"
     )

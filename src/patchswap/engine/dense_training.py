@@ -41,6 +41,7 @@ from patchswap.runs import (
     load_checkpoint,
     run_relative,
     save_weights,
+    weights_metadata,
 )
 
 __all__ = [
@@ -105,6 +106,22 @@ class _TransferRun:
     def trainer(self, run_dir: Path | None, *, callbacks: list | None = None, fit: bool = True) -> L.Trainer:
         return lightning_trainer(self.cfg.trainer, run_dir, callbacks=callbacks, fit=fit)
 
+    def weights_metadata(self) -> dict[str, str]:
+        """What a .safetensors file of this run holds, written into its header."""
+        cfg, train = self.cfg, self.datasets["train"]
+        return weights_metadata(
+            architecture=f"{cfg.model.arch} ({cfg.task}) on {self.backbone_name}",
+            task=cfg.task,
+            backbone=self.backbone_name,
+            num_classes=len(train.classes),
+            classes=list(train.classes),
+            input_size=[train.in_chans, dense_image_size(cfg), dense_image_size(cfg)],
+            mean=list(self.mean),
+            std=list(self.std),
+            method=cfg.method,
+            data=cfg.data.name,
+        )
+
 
 def train_transfer(cfg: TransferConfig, *, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Fine-tune, select the best epoch on val (mIoU or mAP), test it once; returns the summary."""
@@ -120,11 +137,12 @@ def train_transfer(cfg: TransferConfig, *, resume: bool = False, overwrite: bool
     with quiet_lightning():
         if not fit_on_all_ranks(run.trainer(run_dir, callbacks=callbacks), run, last if resume else None):
             return {}
-        save_weights(run.model, run_dir / "checkpoints" / "last.safetensors")
+        meta = run.weights_metadata()
+        save_weights(run.model, run_dir / "checkpoints" / "last.safetensors", meta)
         best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
         evaluator = run.trainer(None, fit=False)
         evaluator.validate(run.module, datamodule=run.datamodule, ckpt_path=str(best), verbose=False)
-        save_weights(run.model, run_dir / "checkpoints" / "best.safetensors")
+        save_weights(run.model, run_dir / "checkpoints" / "best.safetensors", meta)
         evaluator.test(run.module, datamodule=run.datamodule, ckpt_path=str(best), verbose=False)
     rows = read_metrics(run_dir / "metrics.csv")
     seconds, images = training_time(rows)

@@ -37,6 +37,43 @@ def _load_model_weights(model: torch.nn.Module, state_dict: dict[str, Any]) -> N
     model.load_state_dict(network_state(state_dict))
 
 
+# The keys that cut a run's data into train / val / test (and its label noise): an evaluation that
+# changed them would re-cut the splits, and training images could land in the test set.
+SPLIT_KEYS = ("data.val_split", "data.test_split", "data.split_seed", "data.train_subset", "data.label_noise")
+
+
+def _apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> None:
+    """Apply ``--set`` overrides, refusing any that changes the run's splits (a value equal to the
+    saved one is fine). ``data.name`` may change: that evaluates another dataset."""
+    for key, text in overrides.items():
+        section, _, name = key.partition(".")
+        before = getattr(getattr(cfg, section, None), name, None)
+        cfg.set(key, text, from_text=True)
+        if key in SPLIT_KEYS and getattr(getattr(cfg, section), name) != before:
+            raise ConfigError(
+                f"{key} cannot change when evaluating: the run was trained and selected with {key}="
+                f"{before}, and a new value re-cuts its splits (training images could land in the test "
+                "set). Evaluate another dataset with --set data.name=NAME, or train a run with the split "
+                "you want"
+            )
+
+
+def _no_split(cfg: RunConfig, split: str) -> str:
+    """What to do when the run's data has no ``split``."""
+    if split == "val":
+        return (
+            f"the run was trained without a validation split (data.val_split={cfg.data.val_split}); "
+            "evaluate --split test"
+        )
+    return (
+        f"the run's data ({cfg.data.name}) has no test split: it has none of its own and the run was "
+        "trained without data.test_split, and an evaluation cannot carve one (training images would "
+        "land in it). Evaluate the validation split with --split val (it selected the checkpoint, so "
+        "its accuracy is optimistic), evaluate another dataset that has a test split with --set "
+        "data.name=NAME, or train again with --data.test_split N"
+    )
+
+
 def evaluate(
     target: str | Path,
     *,
@@ -63,15 +100,14 @@ def evaluate(
         raise CheckpointError(f"{ckpt_path} carries no patchswap config; was it written by patchswap train?")
     cfg = RunConfig()
     apply_mapping(cfg, ckpt[CONFIG_KEY], str(ckpt_path))
-    for key, text in (overrides or {}).items():
-        cfg.set(key, text, from_text=True)
+    _apply_overrides(cfg, overrides or {})
     cfg.trainer.progress_bar = False
     run = ClassificationRun(cfg)
     temperature = load_temperature(ckpt_path)  # from `patchswap calibrate` on this very checkpoint
     run.module.temperature = temperature
     dataset = run.bundle.val if split == "val" else run.bundle.test
     if dataset is None:
-        raise RunError(f"the run's data has no {split} split (data.{split}_split); pass --data.{split}_split")
+        raise RunError(_no_split(cfg, split))
     if suite:
         return _evaluate_suite(
             run, ckpt, ckpt_path, run_dir, dataset, split, suite, options, out_dir, log, temperature

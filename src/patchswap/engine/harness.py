@@ -297,6 +297,8 @@ def quiet_lightning():
         warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
         warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
         warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+        # The run's checkpoints/ folder is patchswap's own: every resume finds it full, as it should.
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         try:
             yield
         finally:

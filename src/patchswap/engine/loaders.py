@@ -256,6 +256,14 @@ class PatchswapDataModule(L.LightningDataModule):
     def make_train_sampler(self) -> ClassPairBatchSampler | ShuffledBatchSampler:
         replicas, rank = self._replicas()
         train = self.bundle.train
+        n = len(train)  # type: ignore[arg-type]
+        if n < self.batch_size * replicas:  # said with the config keys, not the samplers' arguments
+            devices = f" x {replicas} devices" if replicas > 1 else ""
+            raise ValueError(
+                f"data.batch_size={self.batch_size}{devices} is larger than the {n} training images "
+                f"(what is left after the val/test splits and data.train_subset): lower data.batch_size "
+                f"to at most {n // replicas}"
+            )
         if self.pairs:
             return ClassPairBatchSampler(
                 dataset_labels(train),

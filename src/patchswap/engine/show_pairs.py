@@ -1,8 +1,9 @@
 """``patchswap show-pairs``: a picture of what the swap does to a run's own training images.
 
-Rows: anchors, their same-class partners, the swapped anchors, the swapped partners. The pairs come
-from the run's sampler and the swap from the run's ``ips`` options and seed, so the picture shows
-exactly the first step's pairs of the configured run.
+Rows: anchors, their same-class partners, the swapped anchors, the swapped partners, labelled at the
+left, with each column's class above it. The pairs come from the run's sampler and the swap from the
+run's ``ips`` options and seed, so the picture shows exactly the first step's pairs of the configured
+run.
 """
 
 from __future__ import annotations
@@ -17,16 +18,52 @@ import torch
 __all__ = ["PairsPicture", "draw_pairs"]
 
 
+ROWS = ("anchor", "partner", "swapped anchor", "swapped partner")
+PAD = 2  # pixels between tiles
+
+
 @dataclass
 class PairsPicture:
     path: Path
     classes: list[str]  # class name of each column
     fractions: list[float]  # swapped share of each pair
+    origin: tuple[int, int] = (0, 0)  # (top, left) of the tile grid, below the classes, right of the labels
+    tile: int = 0  # side of a tile in pixels
+
+    def tile_box(self, row: int, col: int) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right) of the tile of ``row`` (see ROWS) and pair ``col``."""
+        top = self.origin[0] + PAD + row * (self.tile + PAD)
+        left = self.origin[1] + PAD + col * (self.tile + PAD)
+        return top, left, top + self.tile, left + self.tile
+
+
+def _labelled(grid: Any, classes: list[str], tile: int) -> tuple[Any, tuple[int, int]]:
+    """The tile grid (a PIL image) with the row labels at its left and the classes above each column."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=max(10, min(14, tile // 3)))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = int(max(probe.textlength(r, font=font) for r in ROWS)) + 8
+    ascent, descent = font.getmetrics()
+    head = ascent + descent + 6
+    out = Image.new("RGB", (label_w + grid.width, head + grid.height), "white")
+    out.paste(grid, (label_w, head))
+    draw = ImageDraw.Draw(out)
+    for r, text in enumerate(ROWS):
+        y = head + PAD + r * (tile + PAD) + (tile - ascent - descent) // 2
+        draw.text((4, y), text, fill="black", font=font)
+    for c, name in enumerate(classes):
+        while name and probe.textlength(name, font=font) > tile + PAD:
+            name = name[:-1]
+        x = label_w + PAD + c * (tile + PAD) + (tile - probe.textlength(name, font=font)) / 2
+        draw.text((x, 3), name, fill="black", font=font)
+    return out, (head, label_w)
 
 
 def draw_pairs(cfg: Any, *, pairs: int = 8, out: str | Path = "pairs.png", scale: int = 0) -> PairsPicture:
     """Write the picture of ``pairs`` pairs of ``cfg``'s data to ``out`` (``scale`` 0: about 96 px a tile)."""
-    from torchvision.utils import make_grid, save_image
+    from torchvision.transforms.functional import to_pil_image
+    from torchvision.utils import make_grid
 
     from patchswap.engine.training import build_bundle
     from patchswap.methods import method_class
@@ -50,6 +87,10 @@ def draw_pairs(cfg: Any, *, pairs: int = 8, out: str | Path = "pairs.png", scale
         grid = torch.nn.functional.interpolate(grid, scale_factor=scale, mode="nearest")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid(grid, nrow=n, padding=2, pad_value=1.0), out)
-    classes = [bundle.classes[int(bundle.train[i][1])] for i in idx[:n]]
-    return PairsPicture(out, classes, [round(float(f), 2) for f in res.fraction])
+    classes = [str(bundle.classes[int(bundle.train[i][1])]) for i in idx[:n]]
+    tiles = make_grid(grid, nrow=n, padding=PAD, pad_value=1.0)
+    # save_image's rounding: pixels stay exactly the scaled originals
+    pixels = tiles.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    picture, origin = _labelled(to_pil_image(pixels), classes, int(grid.shape[-1]))
+    picture.save(out)
+    return PairsPicture(out, classes, [round(float(f), 2) for f in res.fraction], origin, int(grid.shape[-1]))

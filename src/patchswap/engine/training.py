@@ -49,6 +49,7 @@ from patchswap.runs import (
     load_checkpoint,
     run_relative,
     save_weights,
+    weights_metadata,
 )
 
 __all__ = ["ClassificationRun", "build_bundle", "default_run_dir", "resume", "train"]
@@ -66,6 +67,37 @@ def build_bundle(cfg: RunConfig) -> DataBundle:
     )
 
 
+def check_input_size(
+    model: torch.nn.Module, name: str, in_chans: int, size: tuple[int, int], num_classes: int
+) -> None:
+    """One forward of two blank images of the data's size (no gradients, eval mode), so a model
+    built for another input size fails now, with the option that fixes it, not at the first step."""
+    h, w = size
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, in_chans, h, w))
+    except Exception as e:  # noqa: BLE001 - any failure here means the model cannot take these images
+        hint = (
+            f"timm models take their input size as a constructor argument: --model.kwargs img_size={h} "
+            f"(a ViT also wants a patch size that divides it, e.g. img_size={h},patch_size=4)"
+            if name.lower().startswith("timm:")
+            else "pass the constructor's size arguments with --model.kwargs NAME=VALUE"
+        )
+        raise RunError(
+            f"model {name} does not accept the data's {in_chans}x{h}x{w} images "
+            f"({type(e).__name__}: {e}); {hint}, or resize the data with --data.image_size"
+        ) from None
+    finally:
+        model.train(was_training)
+    if isinstance(out, torch.Tensor) and tuple(out.shape) != (2, num_classes):
+        raise RunError(
+            f"model {name} returns {tuple(out.shape)} for 2 images of {num_classes} classes; a "
+            f"classifier must return logits [N, {num_classes}]"
+        )
+
+
 class ClassificationRun:
     """The objects of one run, built from a config (data, model, method, module, loaders)."""
 
@@ -74,9 +106,19 @@ class ClassificationRun:
         L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
         self.bundle = build_bundle(cfg)
         b = self.bundle
+        if b.num_classes < 2:
+            raise RunError(
+                f"data {cfg.data.name!r} has {b.num_classes} class ({', '.join(map(str, b.classes))}): a "
+                "classifier needs at least two classes"
+            )
         self.model = create_model(
-            cfg.model.name, b.num_classes, in_chans=b.in_chans, pretrained=cfg.model.pretrained
+            cfg.model.name,
+            b.num_classes,
+            in_chans=b.in_chans,
+            pretrained=cfg.model.pretrained,
+            **cfg.model.kwargs,
         )
+        check_input_size(self.model, cfg.model.name, b.in_chans, b.image_size, b.num_classes)
         if cfg.model.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # The config's own Options object (a copy: a method never changes the config it came from).
@@ -111,6 +153,21 @@ class ClassificationRun:
     def _store_config(self, checkpoint: dict[str, Any]) -> None:
         ClassifierModule.on_save_checkpoint(self.module, checkpoint)  # the epoch's generator
         checkpoint[CONFIG_KEY] = self.cfg.to_dict()
+
+    def weights_metadata(self) -> dict[str, str]:
+        """What a .safetensors file of this run holds, written into its header."""
+        b, m = self.bundle, self.cfg.model
+        return weights_metadata(
+            architecture=m.name,
+            model_kwargs=m.kwargs,
+            num_classes=b.num_classes,
+            classes=list(b.classes),
+            input_size=[b.in_chans, *b.image_size],
+            mean=list(b.mean),
+            std=list(b.std),
+            method=self.cfg.method,
+            data=self.cfg.data.name,
+        )
 
     def trainer(self, run_dir: Path | None, *, callbacks: list | None = None, fit: bool = True) -> L.Trainer:
         return lightning_trainer(self.cfg.trainer, run_dir, callbacks=callbacks, fit=fit)
@@ -179,7 +236,8 @@ def _train(
             run.trainer(run_dir, callbacks=callbacks), run, resume_from if resume else None
         ):
             return {}
-        save_weights(run.model, ckpt_dir / "last.safetensors")
+        meta = run.weights_metadata()
+        save_weights(run.model, ckpt_dir / "last.safetensors", meta)
         best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
         evaluator = run.trainer(None, fit=False)
         val = (
@@ -190,7 +248,7 @@ def _train(
             if has_val
             else {}
         )
-        save_weights(run.model, ckpt_dir / "best.safetensors")
+        save_weights(run.model, ckpt_dir / "best.safetensors", meta)
         test = {}
         if run.bundle.test is not None:
             test = split_metrics(

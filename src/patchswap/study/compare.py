@@ -23,12 +23,15 @@ finished and skipped; a run with a checkpoint is resumed; so a long study can ru
 pieces (``--max-runs``). The process runs :mod:`patchswap.study.worker`, which calls the engine's
 Python API (no command-line flags are spelled here). A run being trained holds ``compare.lock`` (the
 trainer's process id) in its directory, so several ``patchswap compare`` processes on one machine can
-work through the same study without training a run twice (:mod:`patchswap.study.locks`). The tables
-are written by :mod:`patchswap.study.report`.
+work through the same study without training a run twice (:mod:`patchswap.study.locks`). While runs
+train, a status line every ``status_every`` seconds says which runs are training, at which epoch (read
+from their metrics.csv), and the study's progress: runs done / total and an estimate of the time left.
+The tables are written by :mod:`patchswap.study.report`.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -212,10 +215,67 @@ def job(study: Study, spec: RunSpec, *, progress_bar: bool = False) -> Job:
     return Job(study.command, configs=[str(c) for c in study.base], overrides={**spec.overrides, **quiet})
 
 
+def epochs_done(run_dir: Path) -> int:
+    """Epochs a run has finished: the rows of its metrics.csv (one per epoch; 0 before the first)."""
+    path = run_dir / "metrics.csv"
+    if not path.exists():
+        return 0
+    try:
+        with path.open(newline="") as f:
+            return sum(1 for _ in csv.DictReader(f))
+    except (OSError, csv.Error):  # being written: the next status line reads it again
+        return 0
+
+
+def _clock(seconds: float) -> str:
+    m = int(round(seconds / 60))
+    return f"{m // 60} h {m % 60:02d} min" if m >= 60 else f"{max(m, 1)} min"
+
+
+def status_line(
+    running: list[tuple[RunSpec, float, int, int]],
+    *,
+    done: int,
+    total: int,
+    queued: int,
+    run_seconds: list[float],
+    jobs: int,
+    now: float,
+) -> str:
+    """One line of a study's progress: each running run with its epoch, runs done / total, and the
+    time left. ``running`` holds ``(spec, start time, its epochs, epochs it had done when it
+    started)`` (a resumed run has some). A running run's remaining epochs go at its own pace; the
+    queued runs take the mean time of the runs finished so far (else the running runs' pace),
+    ``jobs`` at a time."""
+    parts, left, paces = [], 0.0, []
+    for spec, start, epochs, before in running:
+        finished = epochs_done(spec.run_dir)
+        parts.append(f"{spec.entry} seed {spec.seed} epoch {min(finished + 1, epochs)}/{epochs}")
+        if finished > before:
+            per_epoch = (now - start) / (finished - before)
+            paces.append(per_epoch * epochs)
+            left += per_epoch * (epochs - finished)
+    per_run = (
+        sum(run_seconds) / len(run_seconds) if run_seconds else (sum(paces) / len(paces) if paces else None)
+    )
+    text = f"[{done}/{total} runs done] training: {', '.join(parts) or 'nothing'}"
+    if per_run is None:
+        return text + " | time left: after the first epoch"
+    left = (left + queued * per_run) / max(1, min(jobs, len(running) + queued))
+    return text + f" | about {_clock(left)} left"
+
+
 def run_study(
-    study: Study, *, jobs: int = 1, max_runs: int | None = None, log=print, progress_bar: bool = False
+    study: Study,
+    *,
+    jobs: int = 1,
+    max_runs: int | None = None,
+    log=print,
+    progress_bar: bool = False,
+    status_every: float = 60.0,
 ) -> list[RunSpec]:
-    """Train every unfinished run (at most ``max_runs`` this time), ``jobs`` processes at a time."""
+    """Train every unfinished run (at most ``max_runs`` this time), ``jobs`` processes at a time,
+    logging a status line (see :func:`status_line`) every ``status_every`` seconds."""
     todo = [s for s in study.runs() if s.state != "done"]
     if max_runs is not None:
         todo = todo[:max_runs]
@@ -226,6 +286,8 @@ def run_study(
     running: list[tuple[RunSpec, subprocess.Popen, float, Any]] = []
     queue = list(todo)
     failed: list[RunSpec] = []
+    total, run_seconds, last_status = len(study.runs()), [], time.perf_counter()
+    epochs: dict[Path, tuple[int, int]] = {}  # each started run's trainer.epochs, epochs done before
     while queue or running:
         while queue and len(running) < jobs:
             spec = queue.pop(0)
@@ -247,7 +309,23 @@ def run_study(
             # The trainer holds the lock: it stays valid if this process is killed and the run goes on.
             hand_over(spec.run_dir, proc.pid)
             running.append((spec, proc, time.perf_counter(), logf))
+            cfg_epochs = study.load_run_config(spec.overrides).trainer.epochs
+            epochs[spec.run_dir] = (cfg_epochs, epochs_done(spec.run_dir))
         time.sleep(0.2)
+        if running and time.perf_counter() - last_status >= status_every:
+            last_status = time.perf_counter()
+            log(
+                "  "
+                + status_line(
+                    [(spec, t0, *epochs[spec.run_dir]) for spec, _, t0, _ in running],
+                    done=done,
+                    total=total,
+                    queued=len(queue),
+                    run_seconds=run_seconds,
+                    jobs=jobs,
+                    now=last_status,
+                )
+            )
         for item in list(running):
             spec, proc, t0, logf = item
             if proc.poll() is None:
@@ -257,7 +335,9 @@ def run_study(
             release(spec.run_dir)
             secs = time.perf_counter() - t0
             if proc.returncode == 0:
-                log(f"  done {spec.entry} seed {spec.seed} in {secs:.0f} s")
+                done += 1
+                run_seconds.append(secs)
+                log(f"  done {spec.entry} seed {spec.seed} in {secs:.0f} s ({done}/{total} runs done)")
             else:
                 failed.append(spec)
                 log(

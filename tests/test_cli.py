@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from patchswap.cli import ALIASES, _field_help, main
+from patchswap.cli import main
+from patchswap.cli.flags import ALIASES, field_help
 from patchswap.engine.config import SECTIONS, RunConfig
 from patchswap.methods import available_methods
 
@@ -53,7 +54,7 @@ def test_help_shows_every_key_with_its_default(capsys, monkeypatch, command):
         assert re.search(rf" {flag}( V)? += --{re.escape(key)}\b", text), flag
 
 
-def test_help_carries_the_field_help(capsys, monkeypatch):
+def test_help_carries_thefield_help(capsys, monkeypatch):
     """The help in a config field's metadata is its --help text."""
     from patchswap.methods import method_class
 
@@ -62,7 +63,7 @@ def test_help_carries_the_field_help(capsys, monkeypatch):
     classes = {**SECTIONS, "ce": method_class("ce").Options, "ips": method_class("ips").Options}
     documented = 0
     for section, cls in classes.items():
-        for key, comment in _field_help(cls).items():
+        for key, comment in field_help(cls).items():
             entry = text.split(f" --{section}.{key} ", 1)[1].split(" ", 1)[1]  # after the metavar
             expected = " ".join(comment.split()) + " (default: "
             assert entry.startswith(expected), (section, key, entry[:100])

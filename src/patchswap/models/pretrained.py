@@ -16,10 +16,15 @@ and what was skipped and why (a :class:`PretrainedReport` warning when something
 log otherwise). Without a cached copy and without network the error names the exact folder looked in
 and the local-file alternative. :func:`pretrained_input` gives the input size and mean/std the
 weights were trained with, for image folders.
+
+This module reads the spec, names the cache folders, writes the report line and dispatches to each
+hub's loader: :mod:`patchswap.models.hub_timm` (timm's hub weights) and
+:mod:`patchswap.models.hub_torchvision` (torchvision weights and head replacement).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
@@ -30,15 +35,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 __all__ = [
+    "LOCAL_FILE_HINT",
     "TIMM_PREFIX",
     "TORCHVISION_PREFIX",
     "PretrainedNotCachedError",
     "PretrainedReport",
     "PretrainedSpec",
+    "emit_report",
     "hf_hub_cache_dir",
+    "hf_offline",
     "parse_pretrained",
     "pretrained_input",
     "report_line",
@@ -53,7 +60,7 @@ TORCHVISION_PREFIX = "torchvision:"
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0", "none", "null", ""}
-_LOCAL_FILE_HINT = "--model.pretrained PATH.safetensors"
+LOCAL_FILE_HINT = "--model.pretrained PATH.safetensors"
 # How many skipped keys a report lists before eliding the rest.
 _MAX_KEYS_SHOWN = 8
 
@@ -111,7 +118,7 @@ def parse_pretrained(model_name: str, pretrained: str | Path | bool | None) -> P
             return PretrainedSpec("torchvision", "DEFAULT")
         raise ValueError(
             f"model.pretrained=true downloads hub weights of timm:NAME or torchvision:NAME models; the zoo "
-            f"model {model_name!r} has none: pass a local weights file: {_LOCAL_FILE_HINT}"
+            f"model {model_name!r} has none: pass a local weights file: {LOCAL_FILE_HINT}"
         )
     if family == "torchvision" and not _looks_like_file(text) and re.fullmatch(r"[A-Za-z0-9_.]+", text):
         return PretrainedSpec("torchvision", text)
@@ -134,7 +141,8 @@ def torch_hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _hf_offline() -> bool:
+def hf_offline() -> bool:
+    """Whether huggingface_hub is in offline mode (``HF_HUB_OFFLINE``)."""
     try:
         from huggingface_hub import constants
 
@@ -164,244 +172,13 @@ def report_line(source: str, total: int, skipped: Mapping[str, str]) -> str:
     return line
 
 
-def _emit(line: str, skipped: Mapping[str, str]) -> None:
+def emit_report(line: str, skipped: Mapping[str, str]) -> None:
+    """Log a load's report line; also warn it (:class:`PretrainedReport`) when something was skipped.
+
+    ``stacklevel`` points past ``create_model``'s hub helper: call it from ``create_*_pretrained``."""
     logger.info(line)
     if skipped:
         warnings.warn(line, PretrainedReport, stacklevel=4)
-
-
-# --------------------------------------------------------------------------- timm: the HF hub cache
-
-
-def _timm_cfg(arch: str) -> dict[str, Any]:
-    import timm.models
-
-    try:
-        cfg = timm.models.get_pretrained_cfg(arch, allow_unregistered=False)
-    except RuntimeError as err:
-        raise ValueError(f"timm: {err}") from err
-    return cfg.to_dict() if cfg is not None else {}
-
-
-def _hf_repo_dir(cache: Path, repo_id: str) -> Path:
-    return cache / ("models--" + repo_id.replace("/", "--"))
-
-
-def _checkpoint_shapes(path: str) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape of a weights file, without loading the tensors of a .safetensors file."""
-    if path.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
-        state = state["state_dict"]
-    return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
-def _timm_cached_file(cfg: dict[str, Any], cache: Path) -> str | None:
-    """The cached weights file timm read for ``cfg`` (None if it cannot be located)."""
-    hub_id = cfg.get("hf_hub_id")
-    if hub_id:
-        from huggingface_hub import try_to_load_from_cache
-
-        repo, _, revision = str(hub_id).partition("@")
-        names = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else []
-        for name in [*names, "model.safetensors", "pytorch_model.bin"]:
-            found = try_to_load_from_cache(repo, name, cache_dir=str(cache), revision=revision or None)
-            if isinstance(found, str):
-                return found
-        return None
-    url = cfg.get("url")
-    if url:
-        file = torch_hub_checkpoint_dir() / os.path.basename(str(url).split("?")[0])
-        return str(file) if file.is_file() else None
-    return None
-
-
-def create_timm_pretrained(arch: str, num_classes: int, in_chans: int, kwargs: dict[str, Any]) -> nn.Module:
-    """``timm.create_model(arch, pretrained=True, num_classes=...)`` through the hub cache, reported."""
-    import timm
-
-    cfg = _timm_cfg(arch)
-    if not cfg.get("hf_hub_id") and not cfg.get("url") and not cfg.get("file"):
-        raise ValueError(
-            f"timm has no pretrained weights for {arch!r}; list the ones it has with "
-            f"timm.list_pretrained('{arch.split('.')[0]}*'), or pass a local weights file: {_LOCAL_FILE_HINT}"
-        )
-    cache = hf_hub_cache_dir()
-    extra = {"cache_dir": str(cache)} if cfg.get("hf_hub_id") else {}
-    try:
-        model = timm.create_model(
-            arch, pretrained=True, num_classes=num_classes, in_chans=in_chans, **extra, **kwargs
-        )
-    except Exception as err:
-        if not _is_not_cached_error(err):
-            raise
-        raise _timm_not_cached(arch, cfg, cache, err) from err
-    source_cfg = getattr(model, "pretrained_cfg", None) or cfg
-    file = _timm_cached_file(source_cfg, cache)
-    where = f"timm hub {source_cfg.get('hf_hub_id') or source_cfg.get('url')}"
-    if file is None:  # cannot re-read what timm loaded: report what timm is documented to drop
-        skipped = _timm_classifier_skips(source_cfg, num_classes, list(model.state_dict()))
-        line = f"{where}: loaded (tensor count unknown); " + (
-            "skipped " + ", ".join(skipped) + f" (classifier resized {source_cfg.get('num_classes')} -> "
-            f"{num_classes})"
-            if skipped
-            else "nothing skipped"
-        )
-        _emit(line, dict.fromkeys(skipped, ""))
-        return model
-    shapes = _checkpoint_shapes(file)
-    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    classifier = set(_timm_classifier_keys(source_cfg))
-    first_convs = source_cfg.get("first_conv") or ()
-    first_convs = {f"{c}.weight" for c in ((first_convs,) if isinstance(first_convs, str) else first_convs)}
-    skipped: dict[str, str] = {}
-    for key, shape in shapes.items():
-        if own.get(key) == shape or (key in first_convs and key in own and in_chans != 3):
-            continue  # loaded as is, or the stem adapted to in_chans by timm
-        if key in classifier and num_classes != source_cfg.get("num_classes"):
-            skipped[key] = f"classifier resized {source_cfg.get('num_classes')} -> {num_classes}"
-        elif key not in own:
-            skipped[key] = "not in this model"
-        else:
-            skipped[key] = f"shape {shape} vs model {own[key]}"
-    _emit(report_line(f"{where} ({file})", len(shapes), skipped), skipped)
-    return model
-
-
-def _timm_classifier_keys(cfg: dict[str, Any]) -> list[str]:
-    names = cfg.get("classifier") or ()
-    names = (names,) if isinstance(names, str) else tuple(names)
-    return [f"{n}.{p}" for n in names for p in ("weight", "bias")]
-
-
-def _timm_classifier_skips(cfg: dict[str, Any], num_classes: int, own: list[str]) -> list[str]:
-    if num_classes == cfg.get("num_classes"):
-        return []
-    return [k for k in _timm_classifier_keys(cfg) if k in own]
-
-
-def _is_not_cached_error(err: BaseException) -> bool:
-    from urllib.error import URLError
-
-    try:
-        from huggingface_hub.errors import LocalEntryNotFoundError
-    except ImportError:  # pragma: no cover
-        LocalEntryNotFoundError = ()  # type: ignore[assignment,misc]  # noqa: N806
-    return isinstance(err, (LocalEntryNotFoundError, URLError, ConnectionError)) or (
-        type(err).__name__ in ("OfflineModeIsEnabled", "ConnectError", "ConnectTimeout")
-    )
-
-
-def _timm_not_cached(
-    arch: str, cfg: dict[str, Any], cache: Path, err: BaseException
-) -> PretrainedNotCachedError:
-    offline = _hf_offline()
-    why = "HF_HUB_OFFLINE is set" if offline else f"the hub could not be reached ({type(err).__name__})"
-    if cfg.get("hf_hub_id"):
-        repo = str(cfg["hf_hub_id"]).partition("@")[0]
-        folder = _hf_repo_dir(cache, repo)
-        where = (
-            f"looked in the Hugging Face cache {folder} (snapshots/<revision>/model.safetensors; the cache "
-            "folder comes from HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub)"
-        )
-        what = f"timm weights {repo}"
-    else:
-        url = str(cfg.get("url"))
-        folder = torch_hub_checkpoint_dir() / os.path.basename(url)
-        where = f"looked for {folder} (torch.hub's cache: $TORCH_HOME/hub/checkpoints)"
-        what = f"timm weights {url}"
-    return PretrainedNotCachedError(
-        f"timm:{arch}: no cached copy of the {what} and no download ({why}); {where}. Download them on a "
-        f"machine with network and copy that folder here, or pass a local file: {_LOCAL_FILE_HINT}"
-    )
-
-
-# --------------------------------------------------------------------------- torchvision weights
-
-
-def torchvision_weights(arch: str, name: str) -> Any:
-    """The weights member ``name`` (``IMAGENET1K_V2``, ``DEFAULT``, full name) of torchvision ``arch``."""
-    from torchvision.models import get_model_weights
-
-    try:
-        enum = get_model_weights(arch.lower())
-    except (ValueError, KeyError) as err:
-        raise ValueError(f"torchvision:{arch} has no weights names: {err}") from err
-    member = name
-    if "." in name:
-        prefix, _, member = name.rpartition(".")
-        if prefix != enum.__name__:
-            raise ValueError(f"torchvision:{arch} takes {enum.__name__}.*, not {name!r}")
-    valid = list(enum.__members__)
-    try:
-        return enum[member]
-    except KeyError:
-        raise ValueError(
-            f"torchvision:{arch} has no weights {name!r}; valid: {', '.join(valid)} (or true = DEFAULT), "
-            f"or a local weights file: {_LOCAL_FILE_HINT}"
-        ) from None
-
-
-def create_torchvision_pretrained(
-    arch: str, weights_name: str, num_classes: int, kwargs: dict[str, Any]
-) -> nn.Module:
-    """The ImageNet model from torch.hub's cache, then its classifier replaced for ``num_classes``."""
-    import torchvision
-
-    weights = torchvision_weights(arch, weights_name)
-    file = torch_hub_checkpoint_dir() / os.path.basename(str(weights.url).split("?")[0])
-    try:
-        model = torchvision.models.get_model(arch.lower(), weights=weights, **kwargs)
-    except OSError as err:  # URLError and friends: not cached and not downloadable
-        if file.is_file():
-            raise
-        raise PretrainedNotCachedError(
-            f"torchvision:{arch}: no cached copy of {weights} at {file} and no download from {weights.url} "
-            f"({err}); the folder is torch.hub's cache ($TORCH_HOME/hub/checkpoints). Put the file there, "
-            f"or pass a local file: {_LOCAL_FILE_HINT}"
-        ) from err
-    total = len(model.state_dict())
-    categories = len(weights.meta.get("categories") or ()) or None
-    skipped: dict[str, str] = {}
-    if categories is not None and categories != num_classes:
-        for path in _replace_heads(model, categories, num_classes):
-            for p in ("weight", "bias"):
-                if f"{path}.{p}" in model.state_dict():
-                    skipped[f"{path}.{p}"] = f"classifier replaced {categories} -> {num_classes}"
-    _emit(report_line(f"torchvision {weights} ({file})", total, skipped), skipped)
-    return model
-
-
-def _replace_heads(model: nn.Module, categories: int, num_classes: int) -> list[str]:
-    """Swap every classifier layer (Linear, or 1x1 Conv2d, with ``categories`` outputs) for a fresh one."""
-    replaced = []
-    for path, module in list(model.named_modules()):
-        new: nn.Module | None = None
-        if isinstance(module, nn.Linear) and module.out_features == categories:
-            new = nn.Linear(module.in_features, num_classes, bias=module.bias is not None)
-        elif (
-            isinstance(module, nn.Conv2d)
-            and module.out_channels == categories
-            and module.kernel_size == (1, 1)
-            and module.groups == 1
-        ):
-            new = nn.Conv2d(module.in_channels, num_classes, 1, bias=module.bias is not None)
-        if new is None:
-            continue
-        parent_path, _, attr = path.rpartition(".")
-        parent = model.get_submodule(parent_path) if parent_path else model
-        setattr(parent, attr, new)
-        replaced.append(path)
-    if not replaced:
-        raise ValueError(
-            f"found no classifier layer with {categories} outputs to resize to {num_classes} classes in "
-            f"{type(model).__name__}; pass a local weights file instead: {_LOCAL_FILE_HINT}"
-        )
-    return replaced
 
 
 # --------------------------------------------------------------------------- input size, mean, std
@@ -420,11 +197,31 @@ def pretrained_input(
     if spec is None or spec.source == "file":
         return None
     if spec.source == "timm":
-        from timm.data import resolve_data_config
+        from .hub_timm import timm_input
 
-        data = resolve_data_config(pretrained_cfg=_timm_cfg(spec.value))
-        size = int(data["input_size"][-1])
-        return size, tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"])
+        return timm_input(spec.value)
+    from .hub_torchvision import torchvision_input
+
     _, arch = split_model_name(model_name)
-    t = torchvision_weights(arch, spec.value).transforms()
-    return int(t.crop_size[0]), tuple(float(v) for v in t.mean), tuple(float(v) for v in t.std)
+    return torchvision_input(arch, spec.value)
+
+
+# --------------------------------------------------------------------------- the hub loaders, by name
+
+# Each hub's loader lives in a module of its own (``hub_timm``, ``hub_torchvision``), which imports this
+# one; their public names stay importable from here (``from patchswap.models.pretrained import
+# create_timm_pretrained``), looked up on first use so that neither module is imported in a cycle.
+_HUB_NAMES = {
+    "create_timm_pretrained": "hub_timm",
+    "timm_input": "hub_timm",
+    "create_torchvision_pretrained": "hub_torchvision",
+    "torchvision_input": "hub_torchvision",
+    "torchvision_weights": "hub_torchvision",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HUB_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)

@@ -4,7 +4,8 @@ The CIFAR zoo lives in a single dict filled by the ``@register_model`` decorator
 architecture is one builder function and one decorator line. Anything else comes from timm or
 torchvision through a ``"timm:"`` / ``"torchvision:"`` name prefix; those libraries are imported only
 when such a name is asked for, so the zoo works without them. Pretrained weights come from a local file
-(:func:`load_pretrained`) or from the hubs' caches (:mod:`patchswap.models.pretrained`).
+(:func:`load_pretrained`) or from the hubs' caches (:mod:`patchswap.models.pretrained`, which reads the
+spec, and :mod:`~patchswap.models.hub_timm` / :mod:`~patchswap.models.hub_torchvision`, which load).
 """
 
 from __future__ import annotations
@@ -21,14 +22,9 @@ from torch import nn
 
 from patchswap.runs import COMPILED_PREFIX, MODEL_PREFIX, clean_key
 
-from .pretrained import (
-    TIMM_PREFIX,
-    TORCHVISION_PREFIX,
-    create_timm_pretrained,
-    create_torchvision_pretrained,
-    parse_pretrained,
-    report_line,
-)
+from .hub_timm import create_timm_pretrained
+from .hub_torchvision import create_torchvision_pretrained
+from .pretrained import TIMM_PREFIX, TORCHVISION_PREFIX, parse_pretrained, report_line
 
 __all__ = [
     "ModelBuilder",

@@ -86,6 +86,9 @@ class EpochMetricsCSV(L.Callback):
             world = max(1, trainer.world_size)
             pl_module.log("train/images_per_s", world * images / max(seconds, 1e-9), sync_dist=True)
             pl_module.log("train/epoch_seconds", seconds, sync_dist=True)
+        # On every rank: reading the epoch's metrics reduces them across ranks (a collective), so
+        # rank 0 alone reading them would pair its reduces with other ranks' next collective and hang.
+        metrics = dict(trainer.callback_metrics)
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         rows = self._read()
@@ -93,7 +96,7 @@ class EpochMetricsCSV(L.Callback):
         if images == 0 and len(earlier) < len(rows):
             return  # resumed at this epoch's end: its batches ran (and were logged) before the restart
         row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
-        for key, value in trainer.callback_metrics.items():
+        for key, value in metrics.items():
             if key.endswith("_step") or key in ("img/s", "loss"):
                 continue
             if key.startswith("val/") and self._validated_epoch != trainer.current_epoch:

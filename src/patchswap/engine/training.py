@@ -21,6 +21,7 @@ import torch
 from patchswap.data import DataBundle, build_data_from_section
 from patchswap.engine.callbacks import read_metrics, training_time
 from patchswap.engine.config import RunConfig, load_config
+from patchswap.engine.finetune import finetune_callbacks
 from patchswap.engine.harness import (
     RunError,
     fit_on_all_ranks,
@@ -66,7 +67,11 @@ class ClassificationRun:
         self.bundle = build_bundle(cfg)
         b = self.bundle
         self.model = create_model(
-            cfg.model.name, b.num_classes, in_chans=b.in_chans, pretrained=cfg.model.pretrained
+            cfg.model.name,
+            b.num_classes,
+            in_chans=b.in_chans,
+            pretrained=cfg.model.pretrained,
+            reset_classifier=cfg.model.reset_classifier,
         )
         if cfg.model.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -117,6 +122,7 @@ def train(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     checkpoint, callbacks = run_callbacks(
         run_dir, "val/acc" if has_val else None, cfg.trainer.early_stopping_patience
     )
+    callbacks += finetune_callbacks(cfg.optim)  # frozen backbone epochs, EMA weights (engine/finetune.py)
     if not has_val:
         warnings.warn("no validation split (data.val_split=0): the last epoch is taken as best", stacklevel=2)
 

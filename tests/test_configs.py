@@ -58,3 +58,33 @@ def test_transfer_recipe_loads(path):
     cfg = load_transfer_config([path])
     assert cfg.data.name.startswith("voc") and cfg.trainer.accelerator == "gpu"
     assert cfg.model.arch in (("deeplabv3", "fcn") if cfg.task == "segment" else ("fasterrcnn", "retinanet"))
+
+
+FINETUNE_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "finetune").glob("*.yaml"))
+
+
+def test_there_is_a_finetune_recipe_per_dataset_and_backbone():
+    names = {p.stem for p in FINETUNE_CONFIGS}
+    assert names == {
+        f"{d}-{m}" for d in ("cub200", "dogs", "flowers102") for m in ("resnet50", "mobilenetv3")
+    }
+
+
+@pytest.mark.parametrize("path", FINETUNE_CONFIGS, ids=lambda p: p.name)
+def test_finetune_recipe_loads_for_ce_and_ips_and_says_its_layout_and_command(path):
+    from patchswap.models import classifier_names, create_model
+
+    cfg = load_config([path])
+    assert cfg.method == "ips" and load_config([path], {"method": "ce"}).method == "ce"
+    assert cfg.data.name.startswith("folder:data/") and cfg.model.pretrained
+    assert cfg.model.name in ("torchvision:resnet50", "timm:mobilenetv3_large_100")
+    o = cfg.optim
+    assert o.schedule == "cosine" and o.warmup_epochs > 0 and 0 < o.backbone_lr_scale < 1
+    assert o.freeze_backbone_epochs == 1 and 0 < o.ema_decay < 1
+    text = path.read_text()
+    assert f"{cfg.data.name} = " in text and "train/<" in text and "test/<" in text
+    assert f"patchswap train --config configs/finetune/{path.name}" in text and "--method ce" in text
+    # The head that backbone_lr_scale and the frozen epochs need is found (no weights are loaded here).
+    assert classifier_names(create_model(cfg.model.name, 5)) == (
+        ["fc"] if "resnet50" in path.name else ["classifier"]
+    )

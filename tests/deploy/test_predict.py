@@ -99,8 +99,10 @@ def test_predict_from_the_command_line(deploy_run_dir, image_files, tmp_path, ca
     assert len(data["predictions"]) == 5 and all(len(p["classes"]) == 2 for p in data["predictions"])
 
 
-def test_folder_runs_use_the_folder_eval_transform_in_rgb(tmp_path):
-    """An image-folder run (RGB, resize + centre crop): predict sees what evaluation sees."""
+@pytest.mark.parametrize("val_split", [0, 2], ids=["whole-train-folder", "val-carved-from-train"])
+def test_folder_runs_use_the_folder_eval_transform_in_rgb(tmp_path, val_split):
+    """An image-folder run (RGB, resize + centre crop): predict sees what evaluation sees, also when
+    val is carved out of train/ (the training split is then a subset of the folder)."""
     from patchswap.data import build_data
     from patchswap.deploy import LoadedRun
     from patchswap.models import create_model
@@ -117,7 +119,7 @@ def test_folder_runs_use_the_folder_eval_transform_in_rgb(tmp_path):
                 files.append(path)
     gray = tmp_path / "gray.png"
     Image.open(files[0]).convert("L").save(gray)
-    bundle = build_data(f"folder:{tmp_path / 'data'}", image_size=16, val_split=0)
+    bundle = build_data(f"folder:{tmp_path / 'data'}", image_size=16, val_split=val_split)
     torch.manual_seed(0)
     model = create_model("resnet8", 2, in_chans=3).eval()
     run = LoadedRun(tmp_path / "none.ckpt", None, {}, model, bundle, torch.device("cpu"))

@@ -88,6 +88,8 @@ class _FileTransform:
         self.folder = None
         if not run.bundle.in_memory:  # image folders: the data's own decode and eval crop
             self.folder = run.bundle.train
+            while not hasattr(self.folder, "eval_crop"):  # a carved train split: a subset of the folder
+                self.folder = self.folder.dataset
         self.describe = (
             f"resize shorter side to {int(self.size[0] / self.folder.crop_pct)}, centre crop {self.size[0]}"
             if self.folder is not None

@@ -81,6 +81,9 @@ class ModelSection:
         "img_size=32,patch_size=4,drop_path_rate=0.1",
         factory=dict,
     )
+    reset_classifier: bool = opt(
+        False, "re-initialise the classifier of a pretrained file even when its shape fits (other classes)"
+    )
     channels_last: bool = opt(
         True, "NHWC memory format: faster convolutions on CPUs (oneDNN) and recent GPUs"
     )
@@ -103,6 +106,19 @@ class OptimSection:
     milestones: list[int] = opt(doc="epochs where multistep multiplies lr by lr_decay", factory=list)
     lr_decay: float = opt(0.1, "factor applied to lr at each multistep milestone")
     warmup_epochs: int = opt(0, "linear warm-up (cosine, multistep, constant)")
+    backbone_lr_scale: float = opt(
+        1.0, "fine-tuning: lr of everything but the classifier head = lr x this (e.g. 0.1)"
+    )
+    freeze_backbone_epochs: int = opt(
+        0,
+        "fine-tuning: train only the classifier head for the first N epochs (backbone + BN stats frozen)",
+    )
+    ema_decay: float = opt(
+        0.0, "EMA of the weights (timm ModelEmaV3), e.g. 0.999: val, test and best/last use it; 0 = off"
+    )
+    ema_warmup: bool = opt(
+        True, "EMA decay ramps up over the first steps (timm's warm-up); false: fixed decay"
+    )
 
 
 @dataclass
@@ -219,10 +235,21 @@ class RunConfig(ConfigBase):
             )
         if o.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {o.lr}")
+        check_finetune(o)
         if o.schedule == "multistep" and not o.milestones:
             raise ConfigError(
                 "optim.schedule=multistep needs optim.milestones, e.g. --optim.milestones 150,180,210"
             )
+
+
+def check_finetune(o: OptimSection) -> None:
+    """Ranges of the fine-tuning keys (backbone lr scale, frozen epochs, EMA)."""
+    if o.backbone_lr_scale < 0:
+        raise ConfigError(f"optim.backbone_lr_scale must be >= 0, got {o.backbone_lr_scale}")
+    if o.freeze_backbone_epochs < 0:
+        raise ConfigError(f"optim.freeze_backbone_epochs must be >= 0, got {o.freeze_backbone_epochs}")
+    if not 0 <= o.ema_decay < 1:
+        raise ConfigError(f"optim.ema_decay must be in [0, 1) (0 = off), got {o.ema_decay}")
 
 
 def check_trainer(t: TrainerSection) -> None:

@@ -23,6 +23,7 @@ import torch
 from patchswap.data import DataBundle, build_data_from_section
 from patchswap.engine.callbacks import read_metrics, training_time
 from patchswap.engine.config import RunConfig, load_config
+from patchswap.engine.finetune import finetune_callbacks
 from patchswap.engine.guard import RunGuard
 from patchswap.engine.harness import (
     RunError,
@@ -117,6 +118,7 @@ class ClassificationRun:
             in_chans=b.in_chans,
             pretrained=cfg.model.pretrained,
             **cfg.model.kwargs,
+            reset_classifier=cfg.model.reset_classifier,
         )
         check_input_size(self.model, cfg.model.name, b.in_chans, b.image_size, b.num_classes)
         if cfg.model.channels_last:
@@ -228,6 +230,7 @@ def _train(
     checkpoint, callbacks = run_callbacks(
         run_dir, "val/acc" if has_val else None, cfg.trainer.early_stopping_patience, guard=guard
     )
+    callbacks += finetune_callbacks(cfg.optim)  # frozen backbone epochs, EMA weights (engine/finetune.py)
     if not has_val:
         warnings.warn("no validation split (data.val_split=0): the last epoch is taken as best", stacklevel=2)
 

@@ -145,6 +145,12 @@ class TransferConfig(ConfigBase):
             raise ConfigError("set data.mean and data.std together (one value per channel each)")
         if self.optim.lr <= 0:
             raise ConfigError(f"optim.lr must be positive, got {self.optim.lr}")
+        o = self.optim
+        if (o.backbone_lr_scale, o.freeze_backbone_epochs, o.ema_decay) != (1.0, 0, 0.0):
+            raise ConfigError(
+                "optim.backbone_lr_scale, optim.freeze_backbone_epochs and optim.ema_decay apply to "
+                "`patchswap train` (classification) only"
+            )
 
 
 def method_options(cfg: TransferConfig) -> Any:

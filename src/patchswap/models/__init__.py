@@ -14,6 +14,7 @@ from patchswap.models import (  # noqa: F401  (imported for their @register_mode
     vgg,
     wide_resnet,
 )
+from patchswap.models.heads import classifier_names, classifier_parameters, split_head
 from patchswap.models.pretrained import PretrainedNotCachedError, PretrainedReport, pretrained_input
 from patchswap.models.registry import available_models, create_model, load_pretrained, register_model
 
@@ -21,8 +22,11 @@ __all__ = [
     "PretrainedNotCachedError",
     "PretrainedReport",
     "available_models",
+    "classifier_names",
+    "classifier_parameters",
     "create_model",
     "load_pretrained",
     "pretrained_input",
     "register_model",
+    "split_head",
 ]

@@ -22,6 +22,7 @@ from torch import nn
 
 from patchswap.runs import COMPILED_PREFIX, MODEL_PREFIX, clean_key
 
+from .heads import classifier_names
 from .hub_timm import create_timm_pretrained
 from .hub_torchvision import create_torchvision_pretrained
 from .pretrained import TIMM_PREFIX, TORCHVISION_PREFIX, parse_pretrained, report_line
@@ -75,6 +76,7 @@ def create_model(
     *,
     in_chans: int = 3,
     pretrained: str | Path | bool | None = None,
+    reset_classifier: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a classifier returning logits ``[N, num_classes]``.
@@ -85,8 +87,9 @@ def create_model(
     warning, so fine-tuning on a new label set works); ``True``/``"true"`` for a timm model (timm's hub
     download and cache); or a torchvision weights name (``"IMAGENET1K_V2"``, ``"DEFAULT"``) for a
     torchvision model. Hub weights get their classifier resized to ``num_classes`` and a one-line
-    report of what was skipped (see :mod:`patchswap.models.pretrained`). Extra ``kwargs`` go to the
-    zoo builder or to the timm/torchvision constructor.
+    report of what was skipped (see :mod:`patchswap.models.pretrained`). ``reset_classifier``: a
+    local file's classifier is never loaded, even when its shape fits (fine-tuning on other classes
+    of the same count). Extra ``kwargs`` go to the zoo builder or to the timm/torchvision constructor.
     """
     _check_positive_int("num_classes", num_classes)
     _check_positive_int("in_chans", in_chans)
@@ -113,7 +116,7 @@ def create_model(
         model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
 
     if spec is not None and spec.source == "file":
-        load_pretrained(model, spec.value)
+        load_pretrained(model, spec.value, reset_classifier=reset_classifier)
     return model
 
 
@@ -240,7 +243,7 @@ def _transform_input_error(arch: str, in_chans: int) -> ValueError:
 # --------------------------------------------------------------------------- local checkpoints
 
 
-def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
+def load_pretrained(model: nn.Module, path: str | Path, *, reset_classifier: bool = False) -> nn.Module:
     """Load a local checkpoint into ``model`` in place (and return it).
 
     Accepts a bare state_dict, or a dict holding it under ``"state_dict"`` (Lightning) or ``"model"``;
@@ -248,6 +251,10 @@ def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
     stripped. Tensors whose shape differs from the model's (typically the classifier after a
     label-set change) are skipped with a warning; any other missing or unexpected key is an error,
     because silently half-loading a backbone would only show up as poor accuracy much later.
+
+    The classifier head (:func:`~patchswap.models.heads.classifier_names`) is skipped and left at its
+    fresh initialisation when ``reset_classifier`` is set; when it is loaded because its shape fits,
+    a warning says so (the classes may still differ).
     """
     file = Path(path).expanduser()
     if not file.is_file():
@@ -278,6 +285,9 @@ def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
         for k, v in state.items()
         if k in own and own[k].shape != v.shape
     ]
+    head_keys = _head_keys(model, own, strict=reset_classifier)
+    if reset_classifier:
+        filtered = {k: v for k, v in filtered.items() if k not in head_keys}
     unexpected = [k for k in state if k not in own]
     # BatchNorm's step counter is not a learned quantity; older checkpoints lack it.
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
@@ -292,17 +302,42 @@ def load_pretrained(model: nn.Module, path: str | Path) -> nn.Module:
             + "; ".join(parts)
             + ". Was it saved from a different model name or in_chans?"
         )
+    same_shape_head = sorted(k for k in head_keys if k in state and own[k].shape == state[k].shape)
+    skipped = []
     if mismatched:
+        skipped.append(
+            f"{len(mismatched)} tensor(s) with a different shape (left at their fresh initialisation): "
+            f"{_shorten(mismatched)}"
+        )
+    if reset_classifier and same_shape_head:
+        skipped.append(
+            f"{len(same_shape_head)} classifier tensor(s) re-initialised (model.reset_classifier): "
+            f"{_shorten(same_shape_head)}"
+        )
+    if skipped:
         warnings.warn(
             f"pretrained weights from {str(file)!r}: loaded {len(filtered)}/{len(state)} tensors; skipped "
-            f"{len(mismatched)} tensor(s) with a different shape (left at their fresh initialisation): "
-            f"{_shorten(mismatched)}",
+            + "; ".join(skipped),
             stacklevel=2,
         )
     else:
-        logger.info(report_line(repr(str(file)), len(state), {}))
+        line = report_line(repr(str(file)), len(state), {})
+        if same_shape_head:
+            line += f" (classifier too: {_shorten(same_shape_head)}; model.reset_classifier resets it)"
+        logger.info(line)
     model.load_state_dict(filtered, strict=False)
     return model
+
+
+def _head_keys(model: nn.Module, own: Mapping[str, torch.Tensor], *, strict: bool) -> set[str]:
+    """State-dict keys of the classifier head; none when it cannot be found (an error when ``strict``)."""
+    try:
+        prefixes = tuple(name + "." for name in classifier_names(model))
+    except ValueError:
+        if strict:
+            raise
+        return set()
+    return {k for k in own if k.startswith(prefixes)}
 
 
 def _extract_state_dict(raw: Any, file: Path) -> dict[str, torch.Tensor]:

@@ -86,14 +86,20 @@ class EpochMetricsCSV(L.Callback):
             world = max(1, trainer.world_size)
             pl_module.log("train/images_per_s", world * images / max(seconds, 1e-9), sync_dist=True)
             pl_module.log("train/epoch_seconds", seconds, sync_dist=True)
-        if not trainer.is_global_zero or trainer.sanity_checking:
+        if trainer.sanity_checking:
+            return
+        # Every rank reads the metrics: reading computes (and syncs, for sync_dist values) the epoch's
+        # metrics, a collective. Read on rank 0 alone, it would pair with whatever collective the other
+        # ranks reach next (RunGuard's agreement at the epoch's end) and hang the run.
+        metrics = dict(trainer.callback_metrics)
+        if not trainer.is_global_zero:
             return
         rows = self._read()
         earlier = [r for r in rows if int(r["epoch"]) != trainer.current_epoch]
         if images == 0 and len(earlier) < len(rows):
             return  # resumed at this epoch's end: its batches ran (and were logged) before the restart
         row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
-        for key, value in trainer.callback_metrics.items():
+        for key, value in metrics.items():
             if key.endswith("_step") or key in ("img/s", "loss"):
                 continue
             if key.startswith("val/") and self._validated_epoch != trainer.current_epoch:

@@ -170,6 +170,45 @@ def test_ddp_killed_mid_epoch_resumes_every_rank_to_the_uninterrupted_weights(
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
+FAILING_WRITE = r"""
+import sys
+import patchswap.engine.checkpoint as ckpt_io
+from patchswap.cli import main
+
+real, calls = ckpt_io.atomic_write, []
+
+def flaky(path, write):  # only rank 0 writes: its second checkpoint finds the disk full
+    calls.append(path)
+    if len(calls) == 2:
+        raise OSError(28, "No space left on device")
+    real(path, write)
+
+ckpt_io.atomic_write = flaky
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_ddp_failed_checkpoint_write_ends_every_rank_with_the_clear_error(
+    tmp_path, tiny_argv, subprocess_env
+):
+    """Rank 0's write fails while rank 1 waits at Lightning's barrier after the save: rank 0 takes
+    it down, and the run exits at once with status 74 and the message that names the file."""
+    from patchswap.runs import load_checkpoint
+
+    script = tmp_path / "failing_write.py"
+    script.write_text(FAILING_WRITE)
+    run_dir = tmp_path / "run"
+    argv = tiny_argv(
+        run_dir, trainer__epochs="1", data__train_subset=str(DDP_TRAIN), trainer__checkpoint_every_n_steps="2"
+    )
+    proc = _run_ddp([sys.executable, str(script), "train", *argv, *DDP], subprocess_env, timeout=100)
+    assert proc.returncode == 74, proc.stderr[-3000:]
+    assert "No space left on device" in proc.stderr and "intact" in proc.stderr
+    assert "Connection closed" not in proc.stderr, "rank 1 was left to find rank 0 gone"
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 2
+
+
 PSKD_MERGE = r"""
 import os, sys, torch, torch.distributed as dist
 import torch.multiprocessing as mp

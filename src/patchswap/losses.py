@@ -21,13 +21,25 @@ __all__ = [
     "DenseIPSLossOutput",
     "IPSLoss",
     "IPSLossOutput",
+    "VALUE_CHECK_DEVICES",
     "distillation_kl",
     "kl_with_temperature",
+    "reads_values_on",
     "soft_cross_entropy",
     "true_class_prob",
 ]
 
 DIRECTIONS = ("symmetric", "confident")
+
+
+# Device types on which checks read tensor values back every step: free on the CPU, a host-device
+# sync per step anywhere else. IPSLoss's value checks and the engine's non-finite guard follow it.
+VALUE_CHECK_DEVICES: tuple[str, ...] = ("cpu",)
+
+
+def reads_values_on(*tensors: Tensor) -> bool:
+    """Whether per-step checks may read these tensors' values (see :data:`VALUE_CHECK_DEVICES`)."""
+    return all(t.device.type in VALUE_CHECK_DEVICES for t in tensors)
 
 
 class IPSLossOutput(NamedTuple):
@@ -196,8 +208,11 @@ class IPSLoss(nn.Module):
     (``temperature`` finite and positive, ``alpha`` / ``gamma`` finite and non-negative,
     ``label_smoothing`` in [0, 1)); at every call, the shapes and dtypes (floating-point logits,
     integer labels), which cost nothing. The checks that read the values (logits finite, labels in
-    ``[0, num_classes)``, probability targets non-negative and summing to 1) run only on CPU tensors:
-    on an accelerator they would wait for the device at every step, so there they are skipped.
+    ``[0, num_classes)``, probability targets non-negative and summing to 1) run only on CPU tensors
+    (:data:`VALUE_CHECK_DEVICES`): on an accelerator they would wait for the device at every step, so
+    there they are skipped. ``check_values=False`` turns them off: the training engine does, because
+    its guard stops (or skips) a non-finite step with the step's number (``trainer.on_nonfinite``) and
+    its data carries valid labels by construction.
     """
 
     def __init__(
@@ -209,6 +224,7 @@ class IPSLoss(nn.Module):
         detach_teacher: bool = True,
         t2_scaling: bool = True,
         label_smoothing: float = 0.0,
+        check_values: bool = True,
     ) -> None:
         super().__init__()
         if direction not in DIRECTIONS:
@@ -223,6 +239,7 @@ class IPSLoss(nn.Module):
         self.detach_teacher = bool(detach_teacher)
         self.t2_scaling = bool(t2_scaling)
         self.label_smoothing = float(label_smoothing)
+        self.check_values = bool(check_values)
 
     def forward(self, logits_a: Tensor, logits_b: Tensor, target: Tensor) -> IPSLossOutput:
         if logits_a.shape != logits_b.shape or logits_a.dim() != 2:
@@ -232,7 +249,7 @@ class IPSLoss(nn.Module):
             )
         _check_target(logits_a, target)
         _check_logit_dtype(logits_a, logits_b)
-        if logits_a.device.type == "cpu" and target.device.type == "cpu":  # no device sync elsewhere
+        if self.check_values and reads_values_on(logits_a, target):  # no device sync elsewhere
             _check_values(logits_a, logits_b, target)
         ce = (
             soft_cross_entropy(logits_a, target, self.label_smoothing)

@@ -43,6 +43,7 @@ from lightning.pytorch.callbacks import Checkpoint
 
 from patchswap.engine.config import TrainerSection
 from patchswap.engine.errors import EXIT_HARD_INTERRUPT, TrainingDiverged, TrainingStopped
+from patchswap.losses import reads_values_on
 
 __all__ = ["STOP_SIGNALS", "RunGuard", "step_checkpoints"]
 
@@ -127,7 +128,7 @@ class RunGuard(Checkpoint):
     def _track_loss(self, trainer: L.Trainer, loss: torch.Tensor) -> None:
         step = trainer.global_step
         bad = ~torch.isfinite(loss.detach())
-        if loss.device.type == "cpu" and trainer.world_size <= 1:
+        if reads_values_on(loss) and trainer.world_size <= 1:
             if bool(bad):
                 self._diverged(trainer, step, float(loss))
             return
@@ -211,7 +212,7 @@ class RunGuard(Checkpoint):
         time_due = int(bool(self.every_s) and time.monotonic() - self._last_save >= self.every_s)
         if trainer.world_size > 1:  # agree on stopping and time: every sync_every steps only
             stop, time_due = self._agree(trainer, [stop, time_due]) if step % self.sync_every == 0 else (0, 0)
-        elif loss is not None and loss.device.type != "cpu" and step % self.sync_every == 0:
+        elif loss is not None and not reads_values_on(loss) and step % self.sync_every == 0:
             self._check_nonfinite(trainer)
         if trainer.world_size > 1 and step % self.sync_every == 0:
             self._check_nonfinite(trainer)

@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from patchswap.seeding import derive_seed, generator
+from patchswap.seeding import derive_seed, generator, step_seed
 
 __all__ = ["RESUME_KEY", "SeededTraining", "seed_step", "start_epoch_randomness"]
 
@@ -49,9 +49,9 @@ def seed_step(module: L.LightningModule, seed: int, batch_idx: int) -> None:
     iterator, at a moment that differs between a fresh and a resumed run.
 
     Cheap, as it runs every step: the epoch's base seed ``derive_seed(seed, epoch, _STEP_GLOBAL)`` is
-    derived once per epoch (numpy's SeedSequence) and cached on the module; each step's seed is the
-    SplitMix64 finaliser of ``base + (step + 1) * golden gamma`` (pure Python integer arithmetic, about
-    a microsecond), so it stays a pure function of (seed, epoch, step). Only the generators this
+    derived once per epoch (numpy's SeedSequence) and cached on the module; each step's seed is
+    :func:`patchswap.seeding.step_seed` of it (integer arithmetic, about a microsecond), so it stays a
+    pure function of (seed, epoch, step). Only the generators this
     process draws from are seeded: the CPU's and, once CUDA is initialised, each CUDA device's.
     ``torch.manual_seed`` would also queue a lazy seeding call (with a formatted stack trace) for
     every backend that is not initialised, about 0.15 ms and a growing queue per step.
@@ -61,18 +61,14 @@ def seed_step(module: L.LightningModule, seed: int, batch_idx: int) -> None:
     if cached is None or cached[0] != (seed, epoch):
         cached = ((seed, epoch), derive_seed(seed, epoch, _STEP_GLOBAL))
         module.__dict__["_step_seed_base"] = cached
-    mask = 0xFFFFFFFFFFFFFFFF
-    z = (cached[1] + (int(batch_idx) + 1) * 0x9E3779B97F4A7C15) & mask
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-    step_seed = (z ^ (z >> 31)) >> 1  # 63 bits, as every training stream
-    torch.default_generator.manual_seed(step_seed)
+    seed_now = step_seed(cached[1], batch_idx)
+    torch.default_generator.manual_seed(seed_now)
     device = module.device
     if torch.cuda.is_initialized():
         for cuda_generator in torch.cuda.default_generators:
-            cuda_generator.manual_seed(step_seed)
+            cuda_generator.manual_seed(seed_now)
     elif device.type not in ("cpu", "cuda"):
-        torch.manual_seed(step_seed)  # another accelerator (mps, xpu, ...): seed every backend
+        torch.manual_seed(seed_now)  # another accelerator (mps, xpu, ...): seed every backend
 
 
 class SeededTraining(L.LightningModule):

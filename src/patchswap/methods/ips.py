@@ -38,7 +38,10 @@ class IntraClassPatchSwap(Method):
         super().__init__(options, **kwargs)
         o = self.options
         o.check_swap(prefix="ips ")
+        # check_values off: under the engine a non-finite loss is the guard's to stop or skip
+        # (trainer.on_nonfinite), with its step number, and labels come valid from the data.
         self.loss_fn = IPSLoss(
+            check_values=False,
             **o.loss_kwargs(),
             direction=o.direction,
             detach_teacher=o.detach_teacher,

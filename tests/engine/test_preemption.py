@@ -150,19 +150,25 @@ def test_sigterm_from_outside_mid_run_exits_75_with_that_steps_checkpoint_and_re
 
 
 def test_a_second_sigint_stops_at_once_with_130(tiny_argv, subprocess_env, tmp_path):
-    """The first SIGINT (sent by the run itself at step 3) asks for a checkpoint at the next step
-    boundary; a second one, sent as soon as the first is acknowledged, exits at once."""
+    """The first SIGINT (sent by the run itself at step 6, the epoch's last) asks for a checkpoint
+    after the epoch's validation; a second one, sent as soon as the first is acknowledged, exits at
+    once, normally before that checkpoint."""
     run_dir, err = tmp_path / "run", tmp_path / "stderr.txt"
-    env = {**subprocess_env, "PATCHSWAP_FAULT_AT_STEP": "3", "PATCHSWAP_FAULT_SIGNAL": "SIGINT"}
+    env = {**subprocess_env, "PATCHSWAP_FAULT_AT_STEP": str(STEPS), "PATCHSWAP_FAULT_SIGNAL": "SIGINT"}
     proc = _start([*CMD, *tiny_argv(run_dir, **SMALL)], env, err)
     _wait_until(lambda: "SIGINT received" in err.read_text(), proc, "the first SIGINT acknowledged")
+    sent = time.monotonic()
     while proc.poll() is None:  # until it exits (a signal that lands while Python is in C code waits)
         os.kill(proc.pid, signal.SIGINT)
         time.sleep(0.01)
+    took = time.monotonic() - sent
     text = err.read_text()
     assert proc.returncode == EXIT_HARD_INTERRUPT, text[-3000:]
     assert "second SIGINT: stopping now" in text and f"patchswap train --resume {run_dir}" in text
-    assert not (run_dir / "checkpoints" / "last.ckpt").exists()  # no checkpoint of the interrupted step
+    assert took < 10, f"{took:.1f} s from the second SIGINT to the exit"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():  # on a loaded machine the second SIGINT may land after the first one's checkpoint
+        assert load_checkpoint(last)["global_step"] == STEPS  # ... which is then complete
 
 
 def test_checkpoint_every_minutes_writes_step_checkpoints_by_the_clock(tiny_overrides, tmp_path, monkeypatch):

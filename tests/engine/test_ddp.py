@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -85,18 +87,40 @@ def test_eval_metrics_ignore_padding():
     assert torch.isclose(m.ece.compute(), ref.ece.compute())
 
 
+DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+DDP_EPOCHS, DDP_TRAIN = 2, 320  # 320 anchors, 32 pairs per step on each of 2 ranks: 5 steps per epoch
+CLI = [sys.executable, "-m", "patchswap.cli", "train"]
+
+
+def _run_ddp(argv, env, timeout=280):
+    """Run a 2-process command; its own session, so a hung rank can be killed with the launcher."""
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)  # waits for every rank: they share the pipes
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"a rank hung: {err[-3000:]}")
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory, tiny_argv, subprocess_env):
+    """One uninterrupted 2-process IPS run: its run dir."""
+    run_dir = tmp_path_factory.mktemp("ddp") / "ddp"
+    argv = tiny_argv(run_dir, trainer__epochs=str(DDP_EPOCHS), data__train_subset=str(DDP_TRAIN))
+    proc = _run_ddp([*CLI, *argv, *DDP], subprocess_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run_dir
+
+
 @pytest.mark.timeout(300)
-def test_two_process_ddp_run_trains_checkpoints_once_and_evaluates_the_same_in_one_process(
-    tmp_path, tiny_argv, subprocess_env
-):
+def test_two_process_ddp_run_trains_checkpoints_once_and_evaluates_the_same_in_one_process(ddp_run):
     from patchswap.engine import evaluate
 
-    run_dir = tmp_path / "ddp"
-    argv = tiny_argv(run_dir, trainer__epochs="2", data__train_subset="320")
-    cmd = [sys.executable, "-m", "patchswap.cli", "train", *argv]
-    cmd += ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
-    proc = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=280)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = ddp_run
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
         "best.ckpt",
         "best.safetensors",
@@ -106,15 +130,83 @@ def test_two_process_ddp_run_trains_checkpoints_once_and_evaluates_the_same_in_o
     with (run_dir / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1], "one row per epoch, written by rank 0 only"
-    # 320 anchors, 32 pairs per step on each of 2 ranks.
-    steps_per_epoch = 320 // (32 * 2)
-    assert int(rows[-1]["step"]) == 2 * steps_per_epoch
+    steps_per_epoch = DDP_TRAIN // (32 * 2)
+    assert int(rows[-1]["step"]) == DDP_EPOCHS * steps_per_epoch
     summary = json.loads((run_dir / "summary.json").read_text())
     # The val accuracy of the last epoch was computed by 2 ranks on sharded, padded batches; in one
     # process the same checkpoint must give exactly the same figure.
     single = evaluate(run_dir / "checkpoints" / "last.ckpt", split="val")
     assert single["acc"] == pytest.approx(float(rows[-1]["val/acc"]), abs=1e-6)
     assert summary["test"]["acc"] == pytest.approx(evaluate(run_dir)["acc"], abs=1e-6)
+
+
+@pytest.mark.timeout(300)
+def test_ddp_killed_mid_epoch_resumes_every_rank_to_the_uninterrupted_weights(
+    ddp_run, tmp_path, tiny_argv, subprocess_env
+):
+    """Both ranks die by SIGKILL at step 9 (epoch 2, one step after the step-8 checkpoint, which only
+    rank 0 wrote); the resumed 2-process run ends with the uninterrupted run's weights."""
+    from safetensors.torch import load_file
+
+    from patchswap.runs import load_checkpoint
+
+    run_dir = tmp_path / "killed"
+    argv = tiny_argv(
+        run_dir,
+        trainer__epochs=str(DDP_EPOCHS),
+        data__train_subset=str(DDP_TRAIN),
+        trainer__checkpoint_every_n_steps="4",
+    )
+    killed = _run_ddp([*CLI, *argv, *DDP], {**subprocess_env, "PATCHSWAP_FAULT_AT_STEP": "9"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert (ckpt["epoch"], ckpt["global_step"]) == (1, 8)  # mid epoch 2: 3 of its 5 steps done
+    done = _run_ddp([*CLI, "--resume", str(run_dir)], subprocess_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    assert [(int(r["epoch"]), int(r["step"])) for r in rows] == [(0, 5), (1, 10)]
+    want, got = (load_file(d / "checkpoints" / "last.safetensors") for d in (ddp_run, run_dir))
+    different = [k for k in want if not torch.equal(want[k], got[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+FAILING_WRITE = r"""
+import sys
+import patchswap.engine.checkpoint as ckpt_io
+from patchswap.cli import main
+
+real, calls = ckpt_io.atomic_write, []
+
+def flaky(path, write):  # only rank 0 writes: its second checkpoint finds the disk full
+    calls.append(path)
+    if len(calls) == 2:
+        raise OSError(28, "No space left on device")
+    real(path, write)
+
+ckpt_io.atomic_write = flaky
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_ddp_failed_checkpoint_write_ends_every_rank_with_the_clear_error(
+    tmp_path, tiny_argv, subprocess_env
+):
+    """Rank 0's write fails while rank 1 waits at Lightning's barrier after the save: rank 0 takes
+    it down, and the run exits at once with status 74 and the message that names the file."""
+    from patchswap.runs import load_checkpoint
+
+    script = tmp_path / "failing_write.py"
+    script.write_text(FAILING_WRITE)
+    run_dir = tmp_path / "run"
+    argv = tiny_argv(
+        run_dir, trainer__epochs="1", data__train_subset=str(DDP_TRAIN), trainer__checkpoint_every_n_steps="2"
+    )
+    proc = _run_ddp([sys.executable, str(script), "train", *argv, *DDP], subprocess_env, timeout=100)
+    assert proc.returncode == 74, proc.stderr[-3000:]
+    assert "No space left on device" in proc.stderr and "intact" in proc.stderr
+    assert "Connection closed" not in proc.stderr, "rank 1 was left to find rank 0 gone"
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 2
 
 
 PSKD_MERGE = r"""

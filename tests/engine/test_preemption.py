@@ -8,10 +8,13 @@ an epoch -- each time resumed in a new process, and the final weights must equal
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from safetensors.torch import load_file
 from patchswap.engine import RunError, resume, train
 from patchswap.engine.config import load_config
 from patchswap.engine.errors import (
+    EXIT_HARD_INTERRUPT,
     EXIT_STOPPED,
     CheckpointWriteError,
     TrainingDiverged,
@@ -79,11 +83,17 @@ def test_sigkill_anywhere_resumes_to_the_uninterrupted_weights(
     assert not list(run_dir.rglob("*.tmp"))
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_overrides, single_thread):
+    """An uninterrupted small IPS run (no mid-epoch checkpoints): its run dir."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    train(load_config(None, tiny_overrides(run_dir, **SMALL)))
+    return run_dir
+
+
 def test_sigterm_checkpoints_that_step_exits_75_and_resumes_exactly(
-    tiny_overrides, tiny_argv, subprocess_env, tmp_path
+    reference, tiny_argv, subprocess_env, tmp_path
 ):
-    reference = tmp_path / "reference"
-    train(load_config(None, tiny_overrides(reference, **SMALL)))
     run_dir = tmp_path / "stopped"
     stopped = _run([*CMD, *tiny_argv(run_dir, **SMALL)], subprocess_env, fault=STEPS + 2, sig="SIGTERM")
     assert stopped.returncode == EXIT_STOPPED, stopped.stderr[-3000:]
@@ -94,6 +104,120 @@ def test_sigterm_checkpoints_that_step_exits_75_and_resumes_exactly(
     done = _run([*CMD, "--resume", str(run_dir)], subprocess_env)
     assert done.returncode == 0, done.stderr[-3000:]
     _same(reference, run_dir)
+
+
+def _start(argv: list[str], env: dict, err: Path) -> subprocess.Popen:
+    """A training process in the background, its stderr in a file (a pipe nobody reads can fill up)."""
+    with err.open("w") as f:
+        return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=f)
+
+
+def _wait_until(done, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"never saw {what} (exit status {proc.wait()})")
+        time.sleep(0.01)
+
+
+def test_sigterm_from_outside_mid_run_exits_75_with_that_steps_checkpoint_and_resumes_exactly(
+    reference, tiny_argv, subprocess_env, tmp_path
+):
+    """As a scheduler does it: SIGTERM from another process, at whatever moment the run has reached."""
+    run_dir, err = tmp_path / "stopped", tmp_path / "stderr.txt"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    proc = _start(
+        [*CMD, *tiny_argv(run_dir, trainer__checkpoint_every_n_steps="2", **SMALL)], subprocess_env, err
+    )
+    _wait_until(last.exists, proc, "the first step checkpoint")  # step 2 of 18: training, handlers set
+    os.kill(proc.pid, signal.SIGTERM)
+    sent = time.monotonic()
+    status = proc.wait(timeout=60)
+    took = time.monotonic() - sent
+    text = err.read_text()
+    assert status == EXIT_STOPPED, text[-3000:]
+    assert took < 30, f"{took:.1f} s from the signal to the exit"  # a step and a checkpoint write
+    stopped = re.search(r"stopped by SIGTERM at step (\d+)", text)
+    assert stopped, text[-3000:]
+    step = int(stopped.group(1))
+    assert 2 <= step < 3 * STEPS
+    assert load_checkpoint(last)["global_step"] == step  # a checkpoint of the step it stopped at
+    assert f"Continue with: patchswap train --resume {run_dir}" in text
+    done = _run([*CMD, "--resume", str(run_dir)], subprocess_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _same(reference, run_dir)
+
+
+def test_a_second_sigint_stops_at_once_with_130(tiny_argv, subprocess_env, tmp_path):
+    """The first SIGINT (sent by the run itself at step 6, the epoch's last) asks for a checkpoint
+    after the epoch's validation; a second one, sent as soon as the first is acknowledged, exits at
+    once, normally before that checkpoint."""
+    run_dir, err = tmp_path / "run", tmp_path / "stderr.txt"
+    env = {**subprocess_env, "PATCHSWAP_FAULT_AT_STEP": str(STEPS), "PATCHSWAP_FAULT_SIGNAL": "SIGINT"}
+    proc = _start([*CMD, *tiny_argv(run_dir, **SMALL)], env, err)
+    _wait_until(lambda: "SIGINT received" in err.read_text(), proc, "the first SIGINT acknowledged")
+    sent = time.monotonic()
+    while proc.poll() is None:  # until it exits (a signal that lands while Python is in C code waits)
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.01)
+    took = time.monotonic() - sent
+    text = err.read_text()
+    assert proc.returncode == EXIT_HARD_INTERRUPT, text[-3000:]
+    assert "second SIGINT: stopping now" in text and f"patchswap train --resume {run_dir}" in text
+    assert took < 10, f"{took:.1f} s from the second SIGINT to the exit"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():  # on a loaded machine the second SIGINT may land after the first one's checkpoint
+        assert load_checkpoint(last)["global_step"] == STEPS  # ... which is then complete
+
+
+def test_checkpoint_every_minutes_writes_step_checkpoints_by_the_clock(tiny_overrides, tmp_path, monkeypatch):
+    """A clock that advances 30 s per step: with a 1-minute interval, steps 2 and 4 are checkpointed
+    (step 6 is the epoch's last: its epoch-end checkpoint follows)."""
+    from types import SimpleNamespace
+
+    from patchswap.engine import guard
+
+    now = [0.0]
+    monkeypatch.setattr(guard, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    step_end = guard.RunGuard.on_train_batch_end
+
+    def tick(self, *args, **kwargs):
+        now[0] += 30.0
+        return step_end(self, *args, **kwargs)
+
+    monkeypatch.setattr(guard.RunGuard, "on_train_batch_end", tick)
+    run_dir = tmp_path / "run"
+    over = tiny_overrides(
+        run_dir, trainer__checkpoint_every_minutes="1", trainer__keep_last_k="5", trainer__epochs="1", **SMALL
+    )
+    train(load_config(None, over))
+    steps = sorted(p.name for p in (run_dir / "checkpoints").glob("step-*.ckpt"))
+    assert steps == ["step-000000002.ckpt", "step-000000004.ckpt"]
+    assert load_checkpoint(run_dir / "checkpoints" / steps[0])["global_step"] == 2
+
+
+def test_on_nonfinite_skip_step_skips_the_bad_step_and_finishes(
+    tiny_overrides, tmp_path, monkeypatch, capsys
+):
+    from patchswap.engine.module import ClassifierModule
+
+    step = ClassifierModule.training_step
+
+    def nan_at_step_3(self, batch, batch_idx):
+        loss = step(self, batch, batch_idx)
+        return loss * float("nan") if self.global_step == 3 else loss
+
+    monkeypatch.setattr(ClassifierModule, "training_step", nan_at_step_3)
+    run_dir = tmp_path / "run"
+    over = tiny_overrides(run_dir, trainer__on_nonfinite="skip_step", trainer__epochs="1", **SMALL)
+    summary = train(load_config(None, over))
+    assert summary["epochs_run"] == 1 and (run_dir / "summary.json").exists()
+    skipped = [line for line in capsys.readouterr().err.splitlines() if "update is skipped" in line]
+    assert len(skipped) == 1 and skipped[0].startswith("step 3:"), skipped
+    weights = _weights(run_dir)
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == STEPS
 
 
 def test_sigint_at_an_epochs_last_step_stops_after_its_validation(tiny_argv, subprocess_env, tmp_path):
@@ -256,7 +380,7 @@ def test_cpu_feature_detection_reads_proc_cpuinfo(monkeypatch, tmp_path):
 
 
 def test_the_resolved_precision_is_saved_and_an_old_explicit_one_resumes(tiny_run, tiny_overrides, tmp_path):
-    cfg = load_config(None, tiny_overrides(tmp_path / "x"))
-    assert cfg.trainer.precision == "auto"
+    unpinned = {k: v for k, v in tiny_overrides(tmp_path / "x").items() if k != "trainer.precision"}
+    assert load_config(None, unpinned).trainer.precision == "auto"  # the default (the tests pin 32-true)
     saved = load_config([tiny_run[0] / "config.yaml"])
     assert saved.trainer.precision in ("32-true", "bf16-mixed")  # resolved when the run started

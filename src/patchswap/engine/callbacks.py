@@ -86,10 +86,13 @@ class EpochMetricsCSV(L.Callback):
             world = max(1, trainer.world_size)
             pl_module.log("train/images_per_s", world * images / max(seconds, 1e-9), sync_dist=True)
             pl_module.log("train/epoch_seconds", seconds, sync_dist=True)
-        # On every rank: reading the epoch's metrics reduces them across ranks (a collective), so
-        # rank 0 alone reading them would pair its reduces with other ranks' next collective and hang.
+        if trainer.sanity_checking:
+            return
+        # Every rank reads the metrics: reading computes (and syncs, for sync_dist values) the epoch's
+        # metrics, a collective. Read on rank 0 alone, it would pair with whatever collective the other
+        # ranks reach next (RunGuard's agreement at the epoch's end) and hang the run.
         metrics = dict(trainer.callback_metrics)
-        if not trainer.is_global_zero or trainer.sanity_checking:
+        if not trainer.is_global_zero:
             return
         rows = self._read()
         earlier = [r for r in rows if int(r["epoch"]) != trainer.current_epoch]

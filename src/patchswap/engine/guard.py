@@ -20,7 +20,9 @@ after the module's, like its own ``ModelCheckpoint``):
   before a checkpoint, at validation and at the epoch's end), so training never waits for it.
 
 Under DDP the ranks agree (one all-reduce) on stopping and on time-based checkpoints every
-``log_every_n_steps`` steps; step-count checkpoints need no agreement.
+``log_every_n_steps`` steps; step-count checkpoints need no agreement. An error raised on one rank
+alone (a failed checkpoint write: only rank 0 writes) takes down the ranks Lightning launched, instead
+of leaving them at the barrier after the save.
 """
 
 from __future__ import annotations
@@ -253,6 +255,20 @@ class RunGuard(Checkpoint):
             f"stopped by {name} at step {trainer.global_step} (epoch {trainer.current_epoch + 1}) after "
             f"writing {path}{requeued}. Continue with: {self.resume_command}"
         )
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        """Under DDP, an error raised on this rank alone (a failed checkpoint write: only rank 0 writes)
+        leaves the other ranks waiting at the next collective (Lightning's barrier after the save): with
+        NCCL until its timeout. Take down the ranks this process launched, so the run ends with this
+        error and its exit status. Stops and divergence are agreed by every rank: nothing to do."""
+        if trainer.world_size <= 1 or isinstance(exception, (TrainingStopped, TrainingDiverged)):
+            return
+        kill = getattr(trainer.strategy.launcher, "kill", None)  # rank 0 of Lightning's own launcher
+        if kill is not None and getattr(trainer.strategy.launcher, "procs", None):
+            kill(getattr(signal, "SIGKILL", signal.SIGTERM))
+        # (torchrun and SLURM end the other ranks themselves when this one exits non-zero)
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -193,7 +193,11 @@ class EpochLines(L.Callback):
         return "  ".join(parts)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and not trainer.sanity_checking:
+        if trainer.sanity_checking:
+            return
+        # On every rank: reading the epoch's metrics syncs them (a collective) the first time.
+        trainer.callback_metrics  # noqa: B018
+        if trainer.is_global_zero:
             self._print(self.line(trainer, pl_module), flush=True)
 
 

@@ -2,7 +2,9 @@
 
 Every training batch comes from a batch sampler seeded by (seed, epoch) and sharded by rank, so
 Lightning never swaps in a sampler of its own (``use_distributed_sampler=False``) and one seed fixes
-the data order. In-memory datasets are indexed a whole batch at a time (``__getitems__``).
+the data order. In-memory tensor datasets are indexed a whole batch at a time in the main process
+(:class:`IndexedLoader`: one index tensor per epoch on the data's device, no DataLoader iterator or
+collate per batch); other datasets go through the DataLoader (``__getitems__`` where they have it).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ the plain loop is written as a careful user would: data and the epoch's batch in
 no logging. The figure is the ratio of epoch times (start of one epoch to the start of the next,
 the device synchronised at each mark; each fit's first epoch is a warm-up and not counted; "steps
 alone" stops the engine's clock at the end of its last step, before the epoch-end work: metrics.csv,
-the progress line and the two checkpoints of a resumable run),
+the progress line and the two checkpoints of a resumable run; "without checkpoint writes" is the
+whole epoch less the seconds spent in ``trainer.save_checkpoint``),
 measured in one process, the two sides interleaved epoch by epoch (a plain epoch runs before each
 engine epoch, so load drift on a shared machine hits both alike); medians are reported.
 
@@ -71,6 +72,8 @@ class Interleave(L.Callback):
         self.plain, self.device = plain, device
         self.ours: list[float] = []
         self.steps: list[float] = []  # the engine epoch's steps alone, up to its last step's end
+        self.no_ckpt: list[float] = []  # the engine's whole epoch less its checkpoint writes
+        self.saving = 0.0  # seconds in trainer.save_checkpoint during the current epoch
         self.theirs: list[float] = []
         self._t0: float | None = None
 
@@ -83,16 +86,31 @@ class Interleave(L.Callback):
         _sync(self.device)
         if self._t0 is not None:
             self.ours.append(time.perf_counter() - self._t0)
+            self.no_ckpt.append(self.ours[-1] - self.saving)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._close()
         with torch.enable_grad():
             self.theirs.append(self.plain.epoch(trainer.current_epoch))
         _sync(self.device)
+        self.saving = 0.0
         self._t0 = time.perf_counter()
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._close()
+
+    def time_checkpoints(self, trainer: L.Trainer) -> None:
+        """Count the seconds of every checkpoint write (best.ckpt, last.ckpt) in the epoch's total."""
+        save = trainer.save_checkpoint
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return save(*args, **kwargs)
+            finally:
+                self.saving += time.perf_counter() - t0
+
+        trainer.save_checkpoint = timed  # type: ignore[method-assign]
 
 
 def overrides(args: argparse.Namespace, images: int, precision: str, compiled: bool, epochs: int) -> dict:
@@ -111,9 +129,12 @@ def overrides(args: argparse.Namespace, images: int, precision: str, compiled: b
     }
 
 
-def interleaved_epochs(cfg, device: torch.device, precision: str, compiled: bool) -> tuple[list, list, list]:
+def interleaved_epochs(
+    cfg, device: torch.device, precision: str, compiled: bool
+) -> tuple[list, list, list, list]:
     """One fit of the engine with a plain-loop epoch before each of its epochs; the seconds of each
-    epoch after the first (a warm-up): the engine's whole epochs, their steps alone, the plain loop's."""
+    epoch after the first (a warm-up): the engine's whole epochs, their steps alone, the plain loop's,
+    and the engine's whole epochs less their checkpoint writes."""
     plain = PlainLoop(cfg, device, precision, compiled)
     with tempfile.TemporaryDirectory() as tmp, quiet_lightning(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -123,6 +144,7 @@ def interleaved_epochs(cfg, device: torch.device, precision: str, compiled: bool
         _, callbacks = run_callbacks(Path(cfg.trainer.run_dir), None)
         timer = Interleave(plain, device)
         trainer = run.trainer(Path(cfg.trainer.run_dir), callbacks=[*callbacks, timer])
+        timer.time_checkpoints(trainer)
         quiet = open(os.devnull, "w")  # noqa: SIM115 - the per-epoch progress lines
         stdout, sys.stdout = sys.stdout, quiet
         try:
@@ -130,7 +152,7 @@ def interleaved_epochs(cfg, device: torch.device, precision: str, compiled: bool
         finally:
             sys.stdout = stdout
             quiet.close()
-    return timer.ours[1:], timer.steps[1:], timer.theirs[1:]
+    return timer.ours[1:], timer.steps[1:], timer.theirs[1:], timer.no_ckpt[1:]
 
 
 class PlainLoop:
@@ -227,8 +249,9 @@ def main() -> None:
         f"# {args.model} on {args.data}, ips, {args.rounds} rounds x {args.epochs - 1} timed epochs per side",
         "",
         "| device | model | images/step | precision | compile | steps/epoch | plain loop epoch (s) "
-        "| patchswap epoch (s) | patchswap / plain | patchswap steps alone (s) | steps / plain |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| patchswap epoch (s) | patchswap / plain | without checkpoint writes | patchswap steps alone (s) "
+        "| steps / plain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     for case in (args.cases or defaults["cases"]).split(","):
@@ -242,15 +265,18 @@ def main() -> None:
         ours: list[float] = []
         steps: list[float] = []
         plain: list[float] = []
+        no_ckpt: list[float] = []
         for _ in range(args.rounds):
-            o, st, p = interleaved_epochs(cfg_for(images, precision, compiled), device, precision, compiled)
-            ours, steps, plain = ours + o, steps + st, plain + p
+            fit_cfg = cfg_for(images, precision, compiled)
+            o, st, p, nc = interleaved_epochs(fit_cfg, device, precision, compiled)
+            ours, steps, plain, no_ckpt = ours + o, steps + st, plain + p, no_ckpt + nc
         n_steps = len(ClassPairBatchSampler(dataset_labels(build_bundle(cfg).train), images // 2, seed=0))
         o, st, p = statistics.median(ours), statistics.median(steps), statistics.median(plain)
+        nc = statistics.median(no_ckpt)
         compiled_s = "yes" if compiled else "no"
         row = (
             f"| {args.device} | {args.model} | {images} | {precision} | {compiled_s} | {n_steps} "
-            f"| {p:.4f} | {o:.4f} | **{o / p:.3f}x** | {st:.4f} | {st / p:.3f}x |"
+            f"| {p:.4f} | {o:.4f} | **{o / p:.3f}x** | {nc / p:.3f}x | {st:.4f} | {st / p:.3f}x |"
         )
         print(row, flush=True)
         lines.append(row)

@@ -176,3 +176,39 @@ def test_eval_loaders_cover_their_split_in_order(bundle):
         assert images.dtype == torch.uint8 and len(images) == len(split)
     no_val = build_data("digits", train_subset=100, val_split=0)
     assert no_val.val is None and _module(no_val, pairs=False).val_dataloader() == []
+
+
+def test_in_memory_batches_skip_the_dataloader_machinery_and_match_it(bundle):
+    """The main-process path (one epoch index tensor) yields what the DataLoader path yields, padding
+    of sharded evaluation included, and honours a resumed sampler's skipped batches."""
+    from torch.utils.data import DataLoader
+
+    from patchswap.engine.loaders import EvalShardSampler, IndexedDataset, IndexedLoader
+
+    def reference(dataset, sampler):
+        loader = DataLoader(IndexedDataset(dataset), batch_sampler=sampler, collate_fn=lambda b: b)
+        return list(loader)
+
+    def fast(dataset, sampler):
+        loader = IndexedLoader(IndexedDataset(dataset), batch_sampler=sampler, collate_fn=lambda b: b)
+        it = iter(loader)
+        assert not isinstance(it, torch.utils.data.dataloader._BaseDataLoaderIter)
+        return list(it)
+
+    r = next(r for r in range(2, 10) if len(bundle.val) % r)  # the last rank gets padding
+    samplers = [
+        lambda: ShuffledBatchSampler(len(bundle.train), 16, seed=3),
+        lambda: EvalShardSampler(len(bundle.val), 7, num_replicas=r, rank=r - 1),  # padded, ragged
+    ]
+    for make, split in zip(samplers, (bundle.train, bundle.val), strict=True):
+        ref, got = reference(split, make()), fast(split, make())
+        assert len(ref) == len(got) > 0
+        for a, b in zip(ref, got, strict=True):
+            assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert any((b[1] == -100).any() for b in fast(bundle.val, samplers[1]()))  # the padding is labelled
+    resumed = ShuffledBatchSampler(len(bundle.train), 16, seed=3)
+    resumed.load_state_dict({"epoch": 0, "batches_done": 5, "seed": 3, "num_batches": len(resumed)})
+    full = fast(bundle.train, samplers[0]())
+    rest = fast(bundle.train, resumed)
+    assert len(rest) == len(full) - 5
+    assert all(torch.equal(a[2], b[2]) for a, b in zip(full[5:], rest, strict=True))

@@ -28,7 +28,11 @@ def _as_index(indices: Sequence[int] | np.ndarray | torch.Tensor, device: torch.
     if isinstance(indices, torch.Tensor):
         idx = indices.to(device=device, dtype=torch.long)
     else:
-        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64), device=device)
+        idx = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        if device.type == "cuda":  # from pinned memory: the copy does not wait for the queued GPU work
+            idx = idx.pin_memory().to(device, non_blocking=True)
+        elif device.type != "cpu":
+            idx = idx.to(device)
     if idx.ndim != 1:
         raise ValueError(f"indices must be 1-D, got shape {tuple(idx.shape)}")
     return idx

@@ -2,7 +2,9 @@
 
 Every training batch comes from a batch sampler seeded by (seed, epoch) and sharded by rank, so
 Lightning never swaps in a sampler of its own (``use_distributed_sampler=False``) and one seed fixes
-the data order. In-memory datasets are indexed a whole batch at a time (``__getitems__``).
+the data order. In-memory tensor datasets are indexed a whole batch at a time in the main process
+(:class:`IndexedLoader`: one index tensor per epoch on the data's device, no DataLoader iterator or
+collate per batch); other datasets go through the DataLoader (``__getitems__`` where they have it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "IGNORE_LABEL",
     "EvalShardSampler",
     "IndexedDataset",
+    "IndexedLoader",
     "PatchswapDataModule",
     "ResumableLoader",
     "ShuffledBatchSampler",
@@ -106,7 +109,57 @@ def _check_sampler_state(state: dict[str, Any], seed: int, num_batches: int) -> 
         )
 
 
-class ResumableLoader(DataLoader):
+def _epoch_index(batches: list[list[int]], device: torch.device) -> tuple[torch.Tensor, list[int]]:
+    """An epoch's batches as one flat index tensor on ``device`` and the batch boundaries.
+
+    Made once per epoch, so a device-resident dataset is indexed without a host-to-device copy per
+    batch; on CUDA the copy goes through pinned memory and does not wait for the queued work.
+    """
+    sizes = [len(b) for b in batches]
+    flat = torch.from_numpy(np.fromiter((i for b in batches for i in b), dtype=np.int64, count=sum(sizes)))
+    if device.type != "cpu":
+        if device.type == "cuda":
+            flat = flat.pin_memory()
+        flat = flat.to(device, non_blocking=True)
+    bounds = [0]
+    for n in sizes:
+        bounds.append(bounds[-1] + n)
+    return flat, bounds
+
+
+class IndexedLoader(DataLoader):
+    """A DataLoader over an :class:`IndexedDataset` that indexes in-memory tensors in the main process.
+
+    For a :class:`TensorImageDataset` without workers, iterating skips the DataLoader's iterator, fetch
+    and collate machinery: the epoch's batches are drawn from the batch sampler (lazily, at the first
+    batch, as the DataLoader would), turned into one index tensor on the data's device, and each batch
+    is ``(images[idx], labels[idx], idx)``, what ``IndexedDataset.__getitems__`` returns, with
+    ``idx`` already on the data's device. Other datasets go through the DataLoader unchanged.
+    """
+
+    def __iter__(self) -> Iterator[Any]:
+        data = getattr(self.dataset, "dataset", None)
+        if self.num_workers == 0 and isinstance(data, TensorImageDataset):
+            return self._indexed(data)
+        return super().__iter__()
+
+    def _indexed(self, data: TensorImageDataset) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        batches = list(self.batch_sampler)  # type: ignore[arg-type]
+        if not batches:
+            return
+        images, targets = data.images, data.targets
+        flat, bounds = _epoch_index(batches, images.device)
+        labels: torch.Tensor | None = None
+        if bool((flat < 0).any()):  # padding ~i (EvalShardSampler): sample i, label IGNORE_LABEL
+            pad = flat < 0
+            flat = torch.where(pad, ~flat, flat)
+            labels = torch.where(pad, IGNORE_LABEL, targets[flat])
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+            idx = flat[start:end]
+            yield images[idx], (targets[idx] if labels is None else labels[start:end]), idx
+
+
+class ResumableLoader(IndexedLoader):
     """The training DataLoader, made resumable mid-epoch (Lightning's ``Stateful`` protocol).
 
     Lightning stores :meth:`state_dict` in every checkpoint and, when it restarts inside an epoch,
@@ -290,7 +343,7 @@ class PatchswapDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, batch_sampler: Sampler, *, train: bool = False) -> DataLoader:
         workers = self.num_workers
         extra: dict[str, Any] = {"position": self._position} if train else {}
-        return (ResumableLoader if train else DataLoader)(
+        return (ResumableLoader if train else IndexedLoader)(
             IndexedDataset(dataset),
             batch_sampler=batch_sampler,
             collate_fn=_already_batched,

@@ -63,13 +63,19 @@ class _EpochSums:
 
     def add(self, values: dict[str, torch.Tensor], n: int) -> None:
         names = tuple(values)
-        vec = torch.stack([values[k].detach().float().reshape(()) for k in names]) * n
-        group = self._groups.get(names)
-        if group is None:
-            self._groups[names] = [vec, n]
-        else:
-            group[0].add_(vec)
-            group[1] += n
+        with torch.no_grad():  # no detach per value; 0-d values (the usual case) are stacked as they are
+            parts = list(values.values())
+            if any(v.dim() for v in parts):
+                parts = [v.reshape(()) for v in parts]
+            vec = torch.stack(parts)
+            if vec.dtype != torch.float32:
+                vec = vec.float()
+            group = self._groups.get(names)
+            if group is None:
+                self._groups[names] = [vec * n, n]
+            else:
+                group[0].add_(vec, alpha=n)
+                group[1] += n
 
     def means(self) -> dict[str, torch.Tensor]:
         sums: dict[str, torch.Tensor] = {}
@@ -150,7 +156,9 @@ class ClassifierModule(SeededTraining):
         self._epoch_images += out.images if out.images is not None else n
         loss = out.loss.detach()
         self.step_loss = loss
-        values = {"loss": loss, "acc": (out.logits.detach().argmax(1) == out.targets).float().mean()}
+        with torch.no_grad():
+            acc = (out.logits.argmax(1) == out.targets).float().mean()
+        values = {"loss": loss, "acc": acc}
         values.update(out.parts)
         self._epoch_sums.add(values, n)
         self._lr_sum += self.trainer.optimizers[0].param_groups[0]["lr"]  # a host number: no device work

@@ -123,7 +123,9 @@ def export(run_dir: Path, *, force: bool, dry_run: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folders", nargs="+", type=Path, help="study folders (searched for runs with a summary.json)")
+    p.add_argument(
+        "folders", nargs="+", type=Path, help="study folders (searched for runs with a summary.json)"
+    )
     p.add_argument("--force", action="store_true", help="rewrite existing best-fp16.safetensors files")
     p.add_argument("--dry-run", action="store_true", help="only list what would be exported")
     args = p.parse_args(argv)

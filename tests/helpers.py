@@ -38,3 +38,22 @@ def pairs(n, c, h, w, dtype=torch.float32, seed=0):
         a = torch.randn(n, c, h, w, generator=g).to(dtype)
         b = torch.randn(n, c, h, w, generator=g).to(dtype)
     return a, b
+
+
+def tiny_net() -> torch.nn.Module:
+    """A seeded conv + BatchNorm + linear network on 1x8x8 inputs, for checkpoint tests."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+
+
+def tiny_checkpoint(model: torch.nn.Module) -> dict:
+    """A Lightning-shaped checkpoint of ``model`` after one SGD step (state, epoch, step, optimizer)."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 1, 8, 8)).sum().backward()
+    opt.step()
+    return {
+        "state_dict": model.state_dict(),
+        "epoch": 3,
+        "global_step": 40,
+        "optimizer_states": [opt.state_dict()],
+    }

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import tiny_checkpoint, tiny_net
 from safetensors.torch import load_file
 from torch import nn
 
@@ -33,23 +34,6 @@ from patchswap.runs import (
 )
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "patchswap"
-
-
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
-
-
-def _checkpoint(model: nn.Module) -> dict:
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    model(torch.randn(2, 1, 8, 8)).sum().backward()
-    opt.step()
-    return {
-        "state_dict": model.state_dict(),
-        "epoch": 3,
-        "global_step": 40,
-        "optimizer_states": [opt.state_dict()],
-    }
 
 
 def _touch(path: Path) -> Path:
@@ -115,7 +99,7 @@ def test_a_failed_first_write_leaves_nothing(tmp_path):
 @pytest.mark.parametrize("keep", [0.5, 0.9, 0.0])
 def test_truncated_checkpoint_says_so(tmp_path, keep):
     path = tmp_path / "last.ckpt"
-    atomic_write(path, lambda f: torch.save(_checkpoint(_model()), f))
+    atomic_write(path, lambda f: torch.save(tiny_checkpoint(tiny_net()), f))
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     with pytest.raises(CheckpointError) as e:
@@ -141,7 +125,7 @@ def test_missing_checkpoint(tmp_path):
 
 def test_a_file_without_state_dict_is_not_a_checkpoint(tmp_path):
     path = tmp_path / "weights.pt"
-    torch.save(_model().state_dict(), path)
+    torch.save(tiny_net().state_dict(), path)
     with pytest.raises(CheckpointError, match="not a patchswap/Lightning checkpoint"):
         load_checkpoint(path)
 
@@ -161,15 +145,15 @@ def test_weights_only_refuses_pickled_code_and_says_so(tmp_path):
 
 # -- save_weights ------------------------------------------------------------------------------------
 def test_save_weights_is_loadable_safetensors(tmp_path):
-    model = _model()
-    _checkpoint(model)  # non-trivial weights and BN statistics
+    model = tiny_net()
+    tiny_checkpoint(model)  # non-trivial weights and BN statistics
     path = tmp_path / "w" / "last.safetensors"
     save_weights(model, path, metadata={"epoch": "3"})
     tensors = load_file(path)
     state = model.state_dict()
     assert set(tensors) == set(state)
     assert all(torch.equal(tensors[k], state[k]) for k in state)
-    fresh = _model()
+    fresh = tiny_net()
     fresh.load_state_dict(tensors)
     x = torch.randn(3, 1, 8, 8)
     assert torch.equal(fresh.eval()(x), model.eval()(x))
@@ -255,23 +239,23 @@ def test_network_state_keeps_the_model_entries_without_wrapper_prefixes():
 
 def test_a_compiled_networks_lightning_state_loads_into_a_fresh_network():
     holder = nn.Module()  # stands in for the LightningModule, which holds the network as self.model
-    holder.model = torch.compile(_model())  # compiling is lazy: nothing is compiled before a call
+    holder.model = torch.compile(tiny_net())  # compiling is lazy: nothing is compiled before a call
     keys = list(holder.state_dict())
     assert keys and all(k.startswith("model._orig_mod.") for k in keys)
     fresh = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
     fresh.load_state_dict(network_state(holder.state_dict()))  # strict: every key matches
-    for key, value in _model().state_dict().items():
+    for key, value in tiny_net().state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value)
 
 
 def test_load_pretrained_takes_a_compiled_runs_checkpoint(tmp_path):
     holder = nn.Module()
-    holder.model = torch.compile(_model())
+    holder.model = torch.compile(tiny_net())
     path = tmp_path / "compiled.ckpt"
     torch.save({"state_dict": holder.state_dict(), "epoch": 0}, path)
     fresh = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
     load_pretrained(fresh, path)
-    for key, value in _model().state_dict().items():
+    for key, value in tiny_net().state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value)
 
 

@@ -39,6 +39,7 @@ from patchswap.runs import (
     TRANSFER_CONFIG_KEY,
     CheckpointError,
     load_checkpoint,
+    locate_checkpoint,
     run_relative,
     save_weights,
     weights_metadata,
@@ -189,10 +190,7 @@ def resume_transfer(run_dir: str | Path, overrides: dict[str, str] | None = None
 
 def evaluate_transfer(target: str | Path, *, split: str = "test") -> dict[str, Any]:
     """mIoU / mAP (with per-class values) of a transfer checkpoint or run directory on val or test."""
-    p = Path(target)
-    ckpt_path = p / "checkpoints" / "best.ckpt" if p.is_dir() else p
-    if not ckpt_path.exists():
-        raise CheckpointError(f"{ckpt_path} does not exist: pass a transfer run directory or its checkpoint")
+    ckpt_path = locate_checkpoint(target, ("best.ckpt",))  # the transfer run's selected checkpoint
     ckpt = load_checkpoint(ckpt_path)
     if TRANSFER_CONFIG_KEY not in ckpt:
         raise CheckpointError(

@@ -35,7 +35,7 @@ def _kl(p, q):
     return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
 
 
-def _hand(t=4.0, alpha=1.0, gamma=1.0, direction="symmetric", t2=True):
+def _hand(t=4.0, alpha=1.0, gamma=1.0, direction="symmetric", t2=True, share=0.5):
     ce = 0.0
     kd_rows = []
     teacher_a = 0
@@ -45,17 +45,20 @@ def _hand(t=4.0, alpha=1.0, gamma=1.0, direction="symmetric", t2=True):
         a_teaches, b_teaches = _kl(pa, pb), _kl(pb, pa)
         a_conf = _softmax(za)[y] >= _softmax(zb)[y]
         teacher_a += a_conf
+        confident = a_teaches if a_conf else b_teaches
         if direction == "symmetric":
             kd_rows.append((a_teaches + b_teaches) / 2)
+        elif direction == "mixed":
+            kd_rows.append(share * confident + (1 - share) * (a_teaches + b_teaches) / 2)
         else:
-            kd_rows.append(a_teaches if a_conf else b_teaches)
+            kd_rows.append(confident)
     scale = t * t if t2 else 1.0
     ce /= len(Y)
     kd = scale * sum(kd_rows) / len(Y)
     return gamma * ce + alpha * kd, ce, kd, teacher_a / len(Y)
 
 
-@pytest.mark.parametrize("direction", ["symmetric", "confident"])
+@pytest.mark.parametrize("direction", ["symmetric", "confident", "mixed"])
 @pytest.mark.parametrize(("t", "alpha", "gamma", "t2"), [(4.0, 1.0, 1.0, True), (2.0, 0.5, 2.0, False)])
 def test_matches_a_hand_computation(direction, t, alpha, gamma, t2):
     out = IPSLoss(temperature=t, alpha=alpha, gamma=gamma, direction=direction, t2_scaling=t2)(
@@ -66,6 +69,20 @@ def test_matches_a_hand_computation(direction, t, alpha, gamma, t2):
     assert out.ce.item() == pytest.approx(ce, rel=1e-5)
     assert out.kd.item() == pytest.approx(kd, rel=1e-5)
     assert out.teacher_a_fraction.item() == pytest.approx(frac)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3, 1.0])
+def test_mixed_direction_weighs_the_confident_term_by_its_share(share):
+    za, zb, y = torch.tensor(ZA), torch.tensor(ZB), torch.tensor(Y)
+    out = IPSLoss(direction="mixed", confident_share=share)(za, zb, y)
+    assert out.kd.item() == pytest.approx(_hand(direction="mixed", share=share)[2], rel=1e-5)
+    # Its ends are the two pure directions.
+    ends = {0.0: "symmetric", 1.0: "confident"}
+    if share in ends:
+        pure = IPSLoss(direction=ends[share])(za, zb, y).loss.item()
+        assert out.loss.item() == pytest.approx(pure, rel=1e-6)
+    with pytest.raises(ValueError, match="confident_share"):
+        IPSLoss(direction="mixed", confident_share=1.5)
 
 
 def test_golden_value_of_the_default_loss():

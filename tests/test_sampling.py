@@ -172,6 +172,46 @@ def test_in_batch_mode_builds_p_classes_by_k_samples():
     assert len(shards[0]) == len(shards[1]) and not set(map(tuple, shards[0])) & set(map(tuple, shards[1]))
 
 
+@pytest.mark.parametrize(
+    ("batch", "classes", "k"),
+    [(64, 10, 8), (64, 100, 2), (16, 3, 8), (8, 1, 8), (64, 32, 2), (64, 31, 4), (2, 5, 2)],
+)
+def test_in_batch_mode_chooses_the_smallest_even_group_that_fits_the_classes(batch, classes, k):
+    # 64 images from 10 classes: K = 2, 4 would need 32 or 16 classes; 8 x 8 fits. K always divides.
+    labels = np.repeat(np.arange(classes), 40)
+    s = ClassPairBatchSampler(labels, batch // 2, seed=0, mode="in_batch", samples_per_class=0)
+    assert s.samples_per_class == k
+    batch0 = next(iter(s))
+    assert len(batch0) == batch and len(set(labels[batch0].tolist())) == batch // k
+
+
+def test_in_batch_mode_uses_every_group_once_even_with_unequal_classes():
+    labels = np.repeat(np.arange(5), [40, 40, 40, 40, 8])  # 10, 10, 10, 10 and 2 groups of K = 4
+    s = ClassPairBatchSampler(labels, 4, seed=1, mode="in_batch", samples_per_class=4)  # P = 2 classes
+    used = np.concatenate(list(s))
+    assert len(s) == 21 and len(used) == len(set(used.tolist())) == len(labels)
+
+
+def test_anchor_fraction_keeps_a_fresh_share_of_the_anchors_each_epoch():
+    labels = np.repeat(np.arange(5), 40)  # 200 samples
+    full = ClassPairBatchSampler(labels, 10, seed=3)
+    half = ClassPairBatchSampler(labels, 5, seed=3, anchor_fraction=0.5)
+    # Half the anchors at half the pairs per batch: as many steps and images per step as a plain epoch.
+    assert len(half) == len(full) == 20
+    epochs = []
+    for epoch in range(2):
+        half.set_epoch(epoch)
+        batches = list(half)
+        assert all(len(b) == 10 for b in batches)
+        anchors = np.concatenate([_split(b)[0] for b in batches])
+        assert len(anchors) == len(set(anchors.tolist())) == 100  # each kept anchor once
+        assert all(np.all(labels[a] == labels[p]) for a, p in map(_split, batches))
+        epochs.append(set(anchors.tolist()))
+    assert epochs[0] != epochs[1], "a new share of anchors each epoch"
+    # The kept anchors are the start of the full sampler's order of that epoch: fraction 1 is unchanged.
+    assert np.array_equal(half.pairs(0)[:, 0], full.pairs(0)[:100, 0])
+
+
 def test_dataset_labels_never_loads_images():
     class Exploding(Dataset):
         def __init__(self, targets):
@@ -218,6 +258,12 @@ def test_works_as_a_dataloader_batch_sampler():
             "even int",
         ),
         ({"labels": [0, 0, 1, 1], "pairs_per_batch": 4, "mode": "in_batch"}, "distinct classes"),
+        ({"labels": [0, 0, 1, 1], "pairs_per_batch": 1, "anchor_fraction": 0.0}, "anchor_fraction"),
+        ({"labels": [0, 0, 1, 1], "pairs_per_batch": 1, "anchor_fraction": float("nan")}, "anchor_fraction"),
+        (
+            {"labels": [0, 0, 1, 1], "pairs_per_batch": 1, "mode": "in_batch", "anchor_fraction": 0.5},
+            "needs mode='partner'",
+        ),
     ],
 )
 def test_bad_input_raises_a_clear_value_error(kwargs, match):

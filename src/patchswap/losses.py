@@ -29,7 +29,7 @@ __all__ = [
     "true_class_prob",
 ]
 
-DIRECTIONS = ("symmetric", "confident")
+DIRECTIONS = ("symmetric", "confident", "mixed")
 
 
 # Device types on which checks read tensor values back every step: free on the CPU, a host-device
@@ -202,7 +202,8 @@ class IPSLoss(nn.Module):
     teaching directions, ``T^2 * KL(softmax(z_t / T) || softmax(z_s / T))``.
     ``direction="symmetric"``: each view teaches the other (the paper's two KD terms).
     ``direction="confident"``: per pair, the view with the higher true-class probability
-    teaches the other only. ``detach_teacher`` stops the gradient through the teacher's side.
+    teaches the other only. ``direction="mixed"``: ``confident_share`` of the confident term plus
+    the rest of the symmetric one. ``detach_teacher`` stops the gradient through the teacher's side.
 
     Checks, each with a message that says what is wrong: at construction, the hyper-parameters
     (``temperature`` finite and positive, ``alpha`` / ``gamma`` finite and non-negative,
@@ -225,10 +226,13 @@ class IPSLoss(nn.Module):
         t2_scaling: bool = True,
         label_smoothing: float = 0.0,
         check_values: bool = True,
+        confident_share: float = 0.5,
     ) -> None:
         super().__init__()
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if not 0.0 <= confident_share <= 1.0:  # False for NaN too
+            raise ValueError(f"confident_share must be in [0, 1], got {confident_share!r}")
         _check_hyper(temperature, alpha, gamma)
         if not 0.0 <= label_smoothing < 1.0:  # False for NaN too
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
@@ -240,6 +244,7 @@ class IPSLoss(nn.Module):
         self.t2_scaling = bool(t2_scaling)
         self.label_smoothing = float(label_smoothing)
         self.check_values = bool(check_values)
+        self.confident_share = float(confident_share)
 
     def forward(self, logits_a: Tensor, logits_b: Tensor, target: Tensor) -> IPSLossOutput:
         if logits_a.shape != logits_b.shape or logits_a.dim() != 2:
@@ -268,13 +273,17 @@ class IPSLoss(nn.Module):
             a_teaches_b = distillation_kl(logits_b, logits_a, reduction="none", **kd_opts)
             b_teaches_a = distillation_kl(logits_a, logits_b, reduction="none", **kd_opts)
             kd = torch.where(a_confident, a_teaches_b, b_teaches_a).mean()
+            if self.direction == "mixed":
+                symmetric = (a_teaches_b.mean() + b_teaches_a.mean()) / 2
+                kd = self.confident_share * kd + (1.0 - self.confident_share) * symmetric
         loss = self.gamma * ce + self.alpha * kd
         return IPSLossOutput(loss, ce.detach(), kd.detach(), a_confident.float().mean())
 
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, alpha={self.alpha}, gamma={self.gamma}, "
-            f"direction={self.direction!r}, detach_teacher={self.detach_teacher}, "
+            f"direction={self.direction!r}, confident_share={self.confident_share}, "
+            f"detach_teacher={self.detach_teacher}, "
             f"t2_scaling={self.t2_scaling}"
         )
 

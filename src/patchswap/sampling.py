@@ -72,15 +72,26 @@ def dataset_labels(dataset: Dataset) -> np.ndarray:
     )
 
 
+def _smallest_group(batch: int, num_classes: int) -> int:
+    """The smallest even K dividing ``batch`` into at most ``num_classes`` groups (in_batch mode)."""
+    for k in range(2, batch, 2):
+        if batch % k == 0 and batch // k <= num_classes:
+            return k
+    return batch  # the whole batch from one class: always possible
+
+
 class ClassPairBatchSampler(Sampler[list[int]]):
     """Batches of same-class pairs, laid out ``[anchors..., partners...]``.
 
     ``mode="partner"``: every (kept) sample is an anchor once per epoch, in a seeded random
     order, and gets a partner drawn uniformly from the other samples of its class
     (``partner="any_class"`` draws from all other samples instead, for ablations).
+    ``anchor_fraction`` < 1 keeps a fresh random share of the anchors each epoch (e.g. 0.5 with half
+    the pairs per batch: the images of a plain epoch, at a plain epoch's cost).
     ``mode="in_batch"``: each batch holds ``2 * pairs_per_batch / samples_per_class`` classes with
     ``samples_per_class`` (K, even) samples each, paired inside the batch, so no image is loaded
-    twice in a batch.
+    twice in a batch and each image is used about once per epoch. ``samples_per_class=0`` picks the
+    smallest even K that divides the batch into at most as many groups as there are classes.
 
     A class with a single sample follows ``singleton``: ``"self"`` pairs it with itself (the swap
     is then the identity; a warning names such classes) or ``"drop"`` leaves it out.
@@ -107,6 +118,7 @@ class ClassPairBatchSampler(Sampler[list[int]]):
         mode: str = "partner",
         samples_per_class: int = 2,
         num_samples: int | None = None,
+        anchor_fraction: float = 1.0,
     ) -> None:
         self.labels = label_array(labels)
         n = len(self.labels)
@@ -127,6 +139,10 @@ class ClassPairBatchSampler(Sampler[list[int]]):
         ):
             if value not in allowed:
                 raise ValueError(f"{arg} must be one of {allowed}, got {value!r}")
+        if not 0.0 < anchor_fraction <= 1.0:  # False for NaN too
+            raise ValueError(f"anchor_fraction must be in (0, 1], got {anchor_fraction!r}")
+        if anchor_fraction < 1.0 and mode != "partner":
+            raise ValueError("anchor_fraction < 1 needs mode='partner' (in_batch uses every sample once)")
         self.pairs_per_batch = pairs_per_batch
         self.seed, self.num_replicas, self.rank = int(seed), num_replicas, rank
         self.drop_last, self.shuffle = drop_last, shuffle
@@ -157,18 +173,23 @@ class ClassPairBatchSampler(Sampler[list[int]]):
         self._eligible = np.flatnonzero(keep_cls[self._cls])
         if len(self._eligible) == 0:
             raise ValueError("no class has two samples, and singleton='drop' leaves nothing to pair")
+        self._num_anchors = max(1, int(len(self._eligible) * anchor_fraction))
 
         if mode == "in_batch":
-            k = samples_per_class
+            self._batch_classes = np.flatnonzero(keep_cls)
+            if samples_per_class == 0:
+                self.samples_per_class = _smallest_group(2 * pairs_per_batch, len(self._batch_classes))
+            k = self.samples_per_class
             if not isinstance(k, int) or k < 2 or k % 2:
-                raise ValueError(f"samples_per_class must be an even int >= 2 in in_batch mode, got {k!r}")
+                raise ValueError(
+                    f"samples_per_class must be an even int >= 2 (or 0: chosen) in in_batch mode, got {k!r}"
+                )
             if (2 * pairs_per_batch) % k:
                 raise ValueError(
                     f"in in_batch mode 2 * pairs_per_batch ({2 * pairs_per_batch}) must be a multiple of "
                     f"samples_per_class ({k})"
                 )
             self._classes_per_batch = 2 * pairs_per_batch // k
-            self._batch_classes = np.flatnonzero(keep_cls)
             if len(self._batch_classes) < self._classes_per_batch:
                 raise ValueError(
                     f"in_batch mode needs {self._classes_per_batch} distinct classes per batch but only "
@@ -195,7 +216,7 @@ class ClassPairBatchSampler(Sampler[list[int]]):
         if self.mode == "in_batch":
             total = self._in_batch_total()
             return total // r if self.drop_last else _ceil_div(total, r)
-        pairs = len(self._eligible)
+        pairs = self._num_anchors
         if self.drop_last:
             return pairs // (self.pairs_per_batch * r)
         return _ceil_div(_ceil_div(pairs, r), self.pairs_per_batch)
@@ -258,6 +279,7 @@ class ClassPairBatchSampler(Sampler[list[int]]):
             raise ValueError("pairs() describes partner mode; in_batch mode pairs are formed per batch")
         rng = self._rng(self.epoch if epoch is None else epoch)
         anchors = rng.permutation(self._eligible) if self.shuffle else self._eligible.copy()
+        anchors = anchors[: self._num_anchors]  # all of them unless anchor_fraction < 1
         return np.stack([anchors, self._partners(anchors, rng)], axis=1)
 
     def _groups_per_class(self) -> np.ndarray:
@@ -271,9 +293,10 @@ class ClassPairBatchSampler(Sampler[list[int]]):
     def _in_batch_batches(self, rng: np.random.Generator) -> np.ndarray:
         """Global batches of in_batch mode, ``[B, 2 * pairs_per_batch]``.
 
-        Each class is cut into groups of K from a seeded permutation; a batch draws P distinct
-        classes with weights proportional to their groups left, so over an epoch each sample is
-        used about once. A class that runs out before the epoch ends is cut anew.
+        Each class is cut into groups of K from a seeded permutation; a batch takes the P classes
+        with the most groups left (ties in a random order), which uses every group once whenever no
+        class holds more than an epoch's batches of groups (drawing classes at random instead leaves
+        some classes short at the end and repeats others). A class that runs out is cut anew.
         """
         p, k = self._classes_per_batch, self.samples_per_class
         classes = self._batch_classes
@@ -281,8 +304,7 @@ class ClassPairBatchSampler(Sampler[list[int]]):
         streams: dict[int, np.ndarray] = {}
         out = np.empty((self._in_batch_total(), p * k), dtype=np.int64)
         for b in range(len(out)):
-            weights = left + 1e-6  # an exhausted class is drawn only when too few others remain
-            chosen = rng.choice(len(classes), size=p, replace=False, p=weights / weights.sum())
+            chosen = np.lexsort((rng.random(len(classes)), -left))[:p]  # most left first, ties at random
             anchors, partners = [], []
             for i in chosen.tolist():
                 c = int(classes[i])

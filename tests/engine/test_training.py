@@ -319,3 +319,15 @@ def test_safetensors_weights_say_what_they_hold(tiny_run):
         # and the file rebuilds the network it names
         model = create_model(meta["architecture"], meta["num_classes"], in_chans=meta["input_size"][0])
         model.load_state_dict(load_file(run_dir / "checkpoints" / f"{name}.safetensors"))
+
+
+@pytest.mark.parametrize("pairing", ["half", "in_batch"])
+def test_ips_at_ces_cost_sees_as_many_images_as_ce(pairing, tiny_overrides, tiny_sizes, tmp_path):
+    """Issue 17: pairing half / in_batch forward data.batch_size images per step, as many steps as ce."""
+    run = tmp_path / pairing
+    summary = train(
+        load_config(None, tiny_overrides(run, method="ips", trainer__epochs="1", ips__pairing=pairing))
+    )
+    plain_epoch = tiny_sizes["train"] // tiny_sizes["batch"] * tiny_sizes["batch"]  # ce's, drop_last
+    assert summary["images_seen"] == plain_epoch
+    assert 0.0 < float(_rows(run)[0]["train/swap_fraction"])  # pairs still swap

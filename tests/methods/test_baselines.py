@@ -83,7 +83,7 @@ def test_cskd_is_anchor_ce_plus_kl_from_the_detached_partner(temperature, lam):
     expected.backward()
     torch.testing.assert_close(got, model.fc.weight.grad, rtol=1e-4, atol=1e-7)
     assert torch.equal(out.targets, y[:n]) and out.logits.shape == (n, CLASSES)
-    assert create_method("cskd").sampler_options() == {"partner": "same_class"}
+    assert create_method("cskd").sampler_options(64) == {"partner": "same_class"}
 
 
 # -- PS-KD -----------------------------------------------------------------------------------------

@@ -251,14 +251,60 @@ def test_prob_warmup_ramps_prob_linearly_then_holds():
 
 
 def test_sampler_options_pass_the_partner_rule():
-    assert create_method("ips").sampler_options() == {"partner": "same_class"}
-    opts = create_method("ips", partner="any_class").sampler_options()
+    assert create_method("ips").sampler_options(64) == {"partner": "same_class"}
+    opts = create_method("ips", partner="any_class").sampler_options(64)
     assert opts == {"partner": "any_class"}
-    assert create_method("ce").sampler_options() == {}
+    assert create_method("ce").sampler_options(64) == {}
 
     labels = np.repeat(np.arange(10), 20)
-    same = ClassPairBatchSampler(labels, 50, seed=0, **create_method("ips").sampler_options())
+    same = ClassPairBatchSampler(labels, 50, seed=0, **create_method("ips").sampler_options(64))
     anyc = ClassPairBatchSampler(labels, 50, seed=0, **opts)
     assert (labels[same.pairs()[:, 0]] == labels[same.pairs()[:, 1]]).all()
     mismatched = (labels[anyc.pairs()[:, 0]] != labels[anyc.pairs()[:, 1]]).mean()
     assert mismatched > 0.5  # with 10 classes about 90% of any-class partners differ
+
+
+@pytest.mark.parametrize("pairing", ["partner", "half", "in_batch"])
+def test_pairing_sets_the_images_per_step_and_per_epoch(pairing):
+    """partner: 2 x batch images per step; half and in_batch: ce's batch and steps (ce's cost)."""
+    labels = np.repeat(np.arange(10), 64)  # 640 images
+    batch = 64
+    opts = create_method("ips", pairing=pairing).sampler_options(batch)
+    sampler = ClassPairBatchSampler(labels, **{"pairs_per_batch": batch, **opts}, seed=0)
+    batches = list(sampler)
+    per_step = {len(b) for b in batches}
+    assert per_step == ({2 * batch} if pairing == "partner" else {batch})
+    assert len(batches) == len(labels) // batch  # as many steps as a plain epoch
+    used = np.concatenate(batches)
+    for b in batches:
+        a, p = np.asarray(b[: len(b) // 2]), np.asarray(b[len(b) // 2 :])
+        assert (labels[a] == labels[p]).all()
+    if pairing == "in_batch":
+        assert sampler.samples_per_class == 8  # 64 images from 10 classes: 8 classes x 8
+        assert len(set(used.tolist())) == len(used) == len(labels), "every image once"
+
+
+def test_pairing_needs_an_even_batch_and_same_class_partners():
+    with pytest.raises(ValueError, match="data.batch_size to an even number"):
+        create_method("ips", pairing="half").sampler_options(33)
+    with pytest.raises(ValueError, match="partner=same_class"):
+        create_method("ips", pairing="in_batch", partner="any_class")
+    with pytest.raises(ValueError, match="pairing must be one of"):
+        create_method("ips", pairing="pairs")
+    with pytest.raises(ValueError, match="samples_per_class must be even"):
+        create_method("ips", pairing="in_batch", samples_per_class=3)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [("constant", [2, 2, 2, 2]), ("ramp", [0, 0.5, 1, 1.5]), ("decay", [2, 1.5, 1, 0.5])],
+)
+def test_alpha_schedule_sets_the_kl_weight_of_each_epoch(schedule, expected):
+    method = create_method("ips", alpha=2.0, alpha_schedule=schedule)
+    assert [method.current_alpha(e, 4) for e in range(4)] == expected
+    x, y = _pair_batch()
+    g = torch.Generator().manual_seed(0)
+    method(Recorder(), MethodBatch(x.clone(), y, generator=g, epoch=1, max_epochs=4))
+    assert method.loss_fn.alpha == expected[1], "the step uses its epoch's weight"
+    with pytest.raises(ValueError, match="alpha_schedule"):
+        create_method("ips", alpha_schedule="cosine")

@@ -320,12 +320,11 @@ class PatchswapDataModule(L.LightningDataModule):
         if self.pairs:
             return ClassPairBatchSampler(
                 dataset_labels(train),
-                self.batch_size,
+                **{"pairs_per_batch": self.batch_size, **self.sampler_options},
                 seed=self.seed,
                 num_replicas=replicas,
                 rank=rank,
                 num_samples=len(train),  # type: ignore[arg-type]
-                **self.sampler_options,
             )
         return ShuffledBatchSampler(
             len(train),  # type: ignore[arg-type]

@@ -148,7 +148,7 @@ class ClassificationRun:
             eval_batch_size=cfg.data.eval_batch_size,
             seed=cfg.trainer.seed,
             pairs=self.method.needs_pairs,
-            sampler_options=self.method.sampler_options(),
+            sampler_options=self.method.sampler_options(cfg.data.batch_size),
             num_workers=cfg.data.num_workers,
         )
 

@@ -80,8 +80,9 @@ class Method(nn.Module):
         self.num_classes = num_classes
         self.num_samples = num_samples
 
-    def sampler_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``ClassPairBatchSampler`` (pair methods only)."""
+    def sampler_options(self, batch_size: int) -> dict[str, Any]:
+        """Keyword arguments for ``ClassPairBatchSampler`` (pair methods only), given ``data.batch_size``;
+        without ``pairs_per_batch`` the sampler makes ``batch_size`` pairs per step."""
         return {}
 
     def prepare_training(self) -> None:

@@ -35,7 +35,7 @@ class ClassWiseSelfKD(Method):
         o = self.options
         check_distillation(self.name, o.temperature, lambda_cls=o.lambda_cls)
 
-    def sampler_options(self) -> dict[str, Any]:
+    def sampler_options(self, batch_size: int) -> dict[str, Any]:
         return {"partner": "same_class"}
 
     def forward(self, model: nn.Module, batch: MethodBatch) -> StepOutput:

@@ -1,4 +1,11 @@
-"""Intra-class Patch Swap: swap cells between same-class pairs, then distil between the two views."""
+"""Intra-class Patch Swap: swap cells between same-class pairs, then distil between the two views.
+
+``pairing`` decides what a step costs. ``partner`` (the paper's): every training image is an anchor once
+per epoch with a random same-class partner, so a step forwards ``2 x data.batch_size`` images and an
+epoch twice a plain epoch's. ``half`` and ``in_batch`` run at a plain epoch's cost (``data.batch_size``
+images per step, as many steps): ``half`` keeps a fresh random half of the anchors each epoch;
+``in_batch`` builds each batch from P classes x K images paired inside it, so each image is used once.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,9 @@ from patchswap.losses import IPSLoss
 from patchswap.methods.base import Method, MethodBatch, StepOutput, register_method
 from patchswap.methods.mixing import MIX_MODES, cutmix, cutout, mix_targets, mixup
 
+PAIRINGS = ("partner", "half", "in_batch")
+ALPHA_SCHEDULES = ("constant", "ramp", "decay")
+
 
 @register_method
 class IntraClassPatchSwap(Method):
@@ -25,7 +35,13 @@ class IntraClassPatchSwap(Method):
         """The swap and loss options (shared with dense IPS), then the classification-only ones."""
 
         prob_warmup_epochs: int = opt(0, "prob rises linearly from 0 over these epochs")
-        direction: str = opt("symmetric", "symmetric or confident (the more confident view teaches)")
+        direction: str = opt(
+            "symmetric", "symmetric, confident (the more confident view teaches), or mixed (confident_share)"
+        )
+        confident_share: float = opt(0.5, "direction=mixed: share of the confident KL, the rest symmetric")
+        alpha_schedule: str = opt(
+            "constant", "KL weight over the run, per epoch: constant, ramp (0 -> alpha) or decay (alpha -> 0)"
+        )
         detach_teacher: bool = opt(True, "stop the gradient through the teaching view")
         label_smoothing: float = opt(0.0, "cross-entropy target mass spread uniformly over all classes")
         partner: str = opt("same_class", "same_class, or any_class (ablation)")
@@ -33,6 +49,12 @@ class IntraClassPatchSwap(Method):
         mix_alpha: float = opt(1.0, "Beta(mix_alpha, mix_alpha) of mixup / cutmix")
         cutout_size: int = opt(8, "hole side in pixels for mix=cutout")
         separate_views: bool = opt(False, "one forward per view: BatchNorm sees each view's statistics alone")
+        pairing: str = opt(
+            "partner", "partner (2 x batch_size images per step), or half / in_batch (batch_size: ce's cost)"
+        )
+        samples_per_class: int = opt(
+            0, "pairing=in_batch: images of a class per batch (even; 0: the smallest that fits)"
+        )
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
@@ -44,6 +66,7 @@ class IntraClassPatchSwap(Method):
             check_values=False,
             **o.loss_kwargs(),
             direction=o.direction,
+            confident_share=o.confident_share,
             detach_teacher=o.detach_teacher,
             label_smoothing=o.label_smoothing,
         )
@@ -55,10 +78,40 @@ class IntraClassPatchSwap(Method):
             raise ValueError(f"ips mix_alpha must be positive, got {o.mix_alpha!r}")
         if o.cutout_size < 1:
             raise ValueError(f"ips cutout_size must be at least 1 pixel, got {o.cutout_size!r}")
+        if o.alpha_schedule not in ALPHA_SCHEDULES:
+            raise ValueError(f"ips alpha_schedule must be one of {ALPHA_SCHEDULES}, got {o.alpha_schedule!r}")
+        if o.pairing not in PAIRINGS:
+            raise ValueError(f"ips pairing must be one of {PAIRINGS}, got {o.pairing!r}")
+        if o.pairing == "in_batch" and o.partner != "same_class":
+            raise ValueError("ips pairing=in_batch pairs images of one class: it needs partner=same_class")
+        if o.samples_per_class < 0 or o.samples_per_class % 2:
+            raise ValueError(
+                f"ips samples_per_class must be even (0: the smallest that fits), got {o.samples_per_class!r}"
+            )
         self.swap = o.patch_swap()
 
-    def sampler_options(self) -> dict[str, Any]:
-        return {"partner": self.options.partner}
+    def sampler_options(self, batch_size: int) -> dict[str, Any]:
+        o = self.options
+        if o.pairing == "partner":
+            return {"partner": o.partner}
+        if batch_size % 2:
+            raise ValueError(
+                f"ips pairing={o.pairing} makes data.batch_size / 2 pairs per step: set data.batch_size "
+                f"to an even number (got {batch_size})"
+            )
+        if o.pairing == "half":
+            return {"partner": o.partner, "pairs_per_batch": batch_size // 2, "anchor_fraction": 0.5}
+        return {
+            "pairs_per_batch": batch_size // 2,
+            "mode": "in_batch",
+            "samples_per_class": o.samples_per_class,
+        }
+
+    def current_alpha(self, epoch: int, max_epochs: int) -> float:
+        """The KL weight of an epoch under ``alpha_schedule`` (linear in ``epoch / max_epochs``)."""
+        progress = min(1.0, epoch / max(1, max_epochs))
+        scale = {"constant": 1.0, "ramp": progress, "decay": 1.0 - progress}[self.options.alpha_schedule]
+        return self.options.alpha * scale
 
     def current_prob(self, epoch: int) -> float:
         warm = self.options.prob_warmup_epochs
@@ -70,6 +123,7 @@ class IntraClassPatchSwap(Method):
             raise ValueError("ips needs batches laid out [anchors..., partners...] (an even batch)")
         n = x.shape[0] // 2
         self.swap.prob = self.current_prob(batch.epoch)
+        self.loss_fn.alpha = self.current_alpha(batch.epoch, batch.max_epochs)
         # In place on the freshly augmented batch: no copy, and both views go through one forward.
         x, swapped = self.swap.swap_batch(x, batch.generator, inplace=True)
         mixed = None

@@ -6,6 +6,11 @@ resumed from a checkpoint continues exactly as the uninterrupted run would have.
 written inside an epoch also holds the state of the epoch's generator (:data:`RESUME_KEY`): Lightning
 does not call ``on_train_epoch_start`` when it restarts mid-epoch, so the generator is restored from
 that state instead of being re-derived.
+
+Under DDP each rank draws its own augmentation, swaps and dropout (its rank is one more key of those
+streams; a single process keeps the streams it always had), and a checkpoint holds every rank's
+generator state, gathered when it is written (every rank takes part in a save), so each rank resumes
+its own stream.
 """
 
 from __future__ import annotations
@@ -30,16 +35,30 @@ _EPOCH_AUGMENT = 1  # the epoch's generator for device-side augmentation and swa
 _STEP_GLOBAL = 2  # torch's global RNG for one training step (dropout, stochastic depth)
 
 
+def _ranks(module: L.LightningModule) -> tuple[int, int]:
+    """(world size, this process's rank); (1, 0) outside a trainer."""
+    trainer = getattr(module, "_trainer", None)
+    if trainer is None:
+        return 1, 0
+    return trainer.world_size, trainer.global_rank
+
+
+def _rank_key(module: L.LightningModule) -> tuple[int, ...]:
+    """The rank as a stream key under DDP; nothing in one process (its streams stay as they were)."""
+    world, rank = _ranks(module)
+    return (rank,) if world > 1 else ()
+
+
 def start_epoch_randomness(module: L.LightningModule, seed: int) -> torch.Generator:
     """Re-derive an epoch's randomness from (seed, epoch): the batch sampler's order, the global RNG
-    (dropout) and a fresh generator for augmentation and swaps (returned), so a resumed run continues
-    exactly as the uninterrupted one would have."""
+    (dropout) and a fresh generator for augmentation and swaps (returned, one per rank), so a resumed
+    run continues exactly as the uninterrupted one would have."""
     epoch = module.current_epoch
     sampler = getattr(getattr(module.trainer, "datamodule", None), "train_sampler", None)
     if sampler is not None:
         sampler.set_epoch(epoch)
-    torch.manual_seed(derive_seed(seed, epoch, _EPOCH_GLOBAL))
-    return generator(seed, epoch, _EPOCH_AUGMENT, device=module.device)
+    torch.manual_seed(derive_seed(seed, epoch, _EPOCH_GLOBAL, *_rank_key(module)))
+    return generator(seed, epoch, _EPOCH_AUGMENT, *_rank_key(module), device=module.device)
 
 
 def seed_step(module: L.LightningModule, seed: int, batch_idx: int) -> None:
@@ -59,7 +78,7 @@ def seed_step(module: L.LightningModule, seed: int, batch_idx: int) -> None:
     epoch = module.current_epoch
     cached = module.__dict__.get("_step_seed_base")
     if cached is None or cached[0] != (seed, epoch):
-        cached = ((seed, epoch), derive_seed(seed, epoch, _STEP_GLOBAL))
+        cached = ((seed, epoch), derive_seed(seed, epoch, _STEP_GLOBAL, *_rank_key(module)))
         module.__dict__["_step_seed_base"] = cached
     seed_now = step_seed(cached[1], batch_idx)
     torch.default_generator.manual_seed(seed_now)
@@ -91,11 +110,30 @@ class SeededTraining(L.LightningModule):
         self._epoch_t0 = time.perf_counter()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._generator is not None:
-            checkpoint[RESUME_KEY] = {"epoch": self.current_epoch, "state": self._generator.get_state()}
+        if self._generator is None:
+            return
+        state = self._generator.get_state()
+        saved: dict[str, Any] = {"epoch": self.current_epoch, "state": state}
+        world, _ = _ranks(self)
+        if world > 1:  # a collective: every rank dumps the checkpoint, rank 0 alone writes it
+            states: list[Any] = [None] * world
+            torch.distributed.all_gather_object(states, state)
+            saved["rank_states"] = states
+        checkpoint[RESUME_KEY] = saved
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._saved_generator = checkpoint.get(RESUME_KEY)
+
+    def _saved_state(self) -> torch.Tensor | None:
+        """This rank's generator state in the loaded checkpoint, if it was written in this epoch."""
+        saved = self._saved_generator
+        if saved is None or int(saved["epoch"]) != self.current_epoch:
+            return None
+        world, rank = _ranks(self)
+        if world == 1:
+            return saved["state"]
+        states = saved.get("rank_states")
+        return states[rank] if states is not None and len(states) == world else None
 
     def on_train_start(self) -> None:
         """A restart inside an epoch skips ``on_train_epoch_start``: continue the epoch's generator."""
@@ -103,16 +141,17 @@ class SeededTraining(L.LightningModule):
         if not loop.restarted_mid_epoch:
             return
         self._epoch_images, self._epoch_t0 = 0, time.perf_counter()
-        saved = self._saved_generator
         self._generator = start_epoch_randomness(self, self.seed)
-        if saved is not None and int(saved["epoch"]) == self.current_epoch:
-            self._generator.set_state(saved["state"])
-        else:  # a checkpoint of an older version: the epoch's stream from its start (not exact)
+        state = self._saved_state()
+        if state is not None:
+            self._generator.set_state(state)
+        else:  # an older checkpoint, or another number of ranks: the epoch's stream from its start
             import warnings
 
             warnings.warn(
-                "this checkpoint was written inside an epoch without the state of its random generator: "
-                "the resumed epoch's augmentation differs from the uninterrupted run's",
+                "this checkpoint was written inside an epoch without the state of this process's random "
+                "generator (an older version, or another number of devices): the resumed epoch's "
+                "augmentation differs from the uninterrupted run's",
                 stacklevel=2,
             )
 

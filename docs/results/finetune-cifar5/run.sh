@@ -30,4 +30,4 @@ for seed in 0 1 2; do        # seed by seed, so a stop leaves complete seeds
 done
 if ! late; then $PS compare "$STUDY/study.yaml" --entries scratch-ce --seeds 0; fi
 $PS compare "$STUDY/study.yaml" --report-only
-$PY "$STUDY/calibration_table.py"
+$PY scripts/calibration_table.py "$STUDY/runs/study" --out "$STUDY/calibration.md"

@@ -82,3 +82,25 @@ def test_the_report_pairs_each_entry_with_the_reference_seed_by_seed(tmp_path):
     path.write_text("reference: kd\nentries: {ce: {method: ce}}\n")
     with pytest.raises(ConfigError, match="reference 'kd' is not an entry"):
         load_study(path)
+
+
+def test_several_references_give_a_paired_table_each(tmp_path):
+    """ce at equal compute and ce at equal epochs: issue 17 pairs IPS with both."""
+    path = tmp_path / "s.yaml"
+    entries = "entries: {ce: {method: ce}, ce-2x: {method: ce, trainer.epochs: 2}, ips: {method: ips}}\n"
+    path.write_text("seeds: [0, 1]\nreference: [ce-2x, ce]\n" + entries)
+    study = load_study(path)
+    assert study.references == ("ce-2x", "ce") and study.reference == "ce-2x"
+    val = {"ce": [0.60, 0.62], "ce-2x": [0.63, 0.63], "ips": [0.61, 0.64]}
+    for entry, accs in val.items():
+        for seed, acc in enumerate(accs):
+            run_dir = study.out / entry / f"s{seed}"
+            run_dir.mkdir(parents=True)
+            (run_dir / "summary.json").write_text(json.dumps({"val": {"acc": acc}, "test": {"acc": 0.5}}))
+    md = write_report(study, collect(study))["md"].read_text()
+    first, second = md.split("Paired with `ce-2x`", 1)[1].split("Paired with `ce`", 1)
+    assert "| ips | 2 | -0.50 +- 2.12 |" in first and "| ce | 2 | -2.00 +- 1.41 |" in first
+    assert "| ips | 2 | 1.50 +- 0.71 |" in second and "| ce-2x | 2 | 2.00 +- 1.41 |" in second
+    path.write_text("reference: [ce, kd]\n" + entries)
+    with pytest.raises(ConfigError, match="reference 'kd' is not an entry"):
+        load_study(path)

@@ -126,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--report-only", action="store_true", help="only tabulate the finished runs")
     cmp.add_argument(
-        "--reference", help="entry the others are compared with seed by seed (overrides the study's)"
+        "--reference",
+        help="entry the others are compared with seed by seed, or several (a,b: a table each); "
+        "overrides the study's",
     )
     from patchswap.engine.config import RunConfig
 

@@ -16,7 +16,8 @@ A study is a YAML file::
 a ``patchswap train``; its score is then mIoU or mAP. ``{seed}`` in a value is replaced by the run's
 seed, so a transfer entry can take the backbone trained with the same seed
 (``model.backbone: runs/backbones/ips/s{seed}``). ``reference: ENTRY`` adds a table of every other
-entry's per-seed difference to that one (e.g. ce at equal compute).
+entry's per-seed difference to that one (e.g. ce at equal compute); ``reference: [A, B]`` a table
+for each (e.g. ce at equal compute, then ce at equal epochs).
 
 Each (entry, seed) trains in its own process into ``out/<entry>/s<seed>``. A run with a summary is
 finished and skipped; a run with a checkpoint is resumed; so a long study can run in several
@@ -74,7 +75,12 @@ class Study:
     out: Path
     entries: dict[str, dict[str, str]]
     command: str = "train"
-    reference: str | None = None  # an entry the others are compared with seed by seed
+    references: tuple[str, ...] = ()  # entries the others are compared with seed by seed, a table each
+
+    @property
+    def reference(self) -> str | None:
+        """The first reference entry (the main comparison), or None."""
+        return self.references[0] if self.references else None
 
     def load_run_config(self, overrides: dict[str, str]) -> Any:
         """The validated config of one run (training or transfer)."""
@@ -171,7 +177,8 @@ def load_study(path: str | Path) -> Study:
         command=command,
     )
     if data.get("reference") is not None:
-        study = with_reference(study, str(data["reference"]))
+        ref = data["reference"]
+        study = with_reference(study, [str(r) for r in ref] if isinstance(ref, list) else str(ref))
     for spec in study.runs():
         try:
             study.load_run_config(spec.overrides)
@@ -180,13 +187,17 @@ def load_study(path: str | Path) -> Study:
     return study
 
 
-def with_reference(study: Study, reference: str) -> Study:
-    """The study with ``reference`` as the entry every other entry is paired with, seed by seed."""
-    if reference not in study.entries:
-        raise ConfigError(
-            f"{study.path}: reference {reference!r} is not an entry; entries: {sorted(study.entries)}"
-        )
-    return replace(study, reference=reference)
+def with_reference(study: Study, reference: str | list[str]) -> Study:
+    """The study with ``reference`` as the entry every other entry is paired with, seed by seed; a list
+    (or ``"a,b"``) gives one paired table per entry, e.g. ce at equal compute and ce at equal epochs."""
+    names = reference if isinstance(reference, list) else [r.strip() for r in reference.split(",")]
+    names = [n for n in names if n]
+    for name in names:
+        if name not in study.entries:
+            raise ConfigError(
+                f"{study.path}: reference {name!r} is not an entry; entries: {sorted(study.entries)}"
+            )
+    return replace(study, references=tuple(names))
 
 
 def restrict(study: Study, entries: list[str] | None = None, seeds: list[int] | None = None) -> Study:

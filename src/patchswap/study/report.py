@@ -151,10 +151,7 @@ def paired_differences(rows: list[dict[str, Any]], entry: str, reference: str, c
     ]
 
 
-def _paired_table(study: Study, rows: list[dict[str, Any]], ranked: list[str], label: str) -> list[str]:
-    reference = study.reference
-    if reference is None:
-        return []
+def _paired_table(rows: list[dict[str, Any]], ranked: list[str], label: str, reference: str) -> list[str]:
     lines = [
         "",
         f"Paired with `{reference}` by seed (runs of one seed start from the same weights of the same "
@@ -233,7 +230,8 @@ def write_report(study: Study, rows: list[dict[str, Any]]) -> dict[str, Path]:
             f"| {cell(name, 'train_seconds', 1, 1)} "
             f"| {cell(name, 'images_per_s', 1, 0)} | {cell(name, 'images_seen', 1, 0)} |"
         )
-    lines += _paired_table(study, rows, ranked, label)
+    for reference in study.references:
+        lines += _paired_table(rows, ranked, label, reference)
     lines += _suite_table(study, rows, ranked)
     lines += ["", "Overrides per entry:", ""]
     lines += [f"- `{name}`: `{study.entries[name]}`" for name in study.entries]

@@ -88,3 +88,28 @@ def test_finetune_recipe_loads_for_ce_and_ips_and_says_its_layout_and_command(pa
     assert classifier_names(create_model(cfg.model.name, 5)) == (
         ["fc"] if "resnet50" in path.name else ["classifier"]
     )
+
+
+RESULT_STUDIES = sorted(
+    p
+    for p in (Path(__file__).resolve().parents[1] / "docs" / "results").glob("*/*.yaml")
+    if "entries:" in p.read_text()
+)
+
+
+def test_the_committed_studies_are_found():
+    assert {p.parent.name for p in RESULT_STUDIES} >= {
+        "cifar10-cpu",
+        "cifar10-cpu-converged",
+        "finetune-cifar5",
+    }
+
+
+@pytest.mark.parametrize("path", RESULT_STUDIES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_committed_study_still_loads(path):
+    """A study file next to its results must keep loading (every run's config validated) as options
+    change, so anyone can rerun or continue it with the command its README gives."""
+    from patchswap.study.compare import load_study
+
+    study = load_study(path)
+    assert study.runs()

@@ -12,7 +12,7 @@ STUDY=docs/results/cifar10-cpu-converged
 PS="${PATCHSWAP:-patchswap}"
 PY="${PYTHON:-python}"
 JOBS="${JOBS:-2}"
-MAIN="ce ce-2x ips ips-confident cskd cutmix ips-half ips-inbatch"
+MAIN="ce ce-2x ips ips-confident cskd cutmix ips-half ips-inbatch ce-inbatch"
 VARIANTS="ips-mixed ips-kl-ramp ips-kl-decay"
 late() { [[ -n "${STOP_AT:-}" && "$(date -u +%H:%M)" > "$STOP_AT" ]]; }
 

@@ -18,13 +18,11 @@ import lightning as L
 
 from patchswap.dense.methods import dense_method_class
 from patchswap.dense.models import build_dense_model
-from patchswap.engine.callbacks import read_metrics, training_time
 from patchswap.engine.config import apply_mapping, load_config
 from patchswap.engine.dense_data import DenseDataModule, dense_datasets, dense_image_size, normalisation
 from patchswap.engine.dense_module import DenseModule, score_key
 from patchswap.engine.harness import (
     RunError,
-    fit_on_all_ranks,
     launcher_rank,
     lightning_trainer,
     prepare_run_dir,
@@ -32,6 +30,7 @@ from patchswap.engine.harness import (
     resolve_precision,
     run_callbacks,
 )
+from patchswap.engine.selection import fit_and_select, run_record
 from patchswap.engine.transfer_config import TransferConfig, method_options
 from patchswap.evaluation.plots import plot_training_curves
 from patchswap.runs import (
@@ -40,8 +39,6 @@ from patchswap.runs import (
     CheckpointError,
     load_checkpoint,
     locate_checkpoint,
-    run_relative,
-    save_weights,
     weights_metadata,
 )
 
@@ -135,18 +132,9 @@ def train_transfer(cfg: TransferConfig, *, resume: bool = False, overwrite: bool
     run = _TransferRun(cfg)
     monitor = score_key(cfg.task)
     checkpoint, callbacks = run_callbacks(run_dir, monitor, cfg.trainer.early_stopping_patience)
-    with quiet_lightning():
-        if not fit_on_all_ranks(run.trainer(run_dir, callbacks=callbacks), run, last if resume else None):
-            return {}
-        meta = run.weights_metadata()
-        save_weights(run.model, run_dir / "checkpoints" / "last.safetensors", meta)
-        best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
-        evaluator = run.trainer(None, fit=False)
-        evaluator.validate(run.module, datamodule=run.datamodule, ckpt_path=str(best), verbose=False)
-        save_weights(run.model, run_dir / "checkpoints" / "best.safetensors", meta)
-        evaluator.test(run.module, datamodule=run.datamodule, ckpt_path=str(best), verbose=False)
-    rows = read_metrics(run_dir / "metrics.csv")
-    seconds, images = training_time(rows)
+    selected = fit_and_select(run, run_dir, callbacks, checkpoint, last if resume else None)
+    if selected is None:
+        return {}
     summary = {
         "run_dir": str(run_dir),
         "task": cfg.task,
@@ -156,15 +144,10 @@ def train_transfer(cfg: TransferConfig, *, resume: bool = False, overwrite: bool
         "data": cfg.data.name,
         "train_images": len(run.datasets["train"]),
         "seed": cfg.trainer.seed,
-        "epochs_run": len(rows),
-        "best_epoch": int(load_checkpoint(best)["epoch"]) + 1 if best.exists() else None,
         "selected_on": monitor,
         "val": run.module.results.get("val", {}),
         "test": run.module.results.get("test", {}),
-        "train_seconds": round(seconds, 2),
-        "train_images_per_s": round(images / seconds, 1) if seconds else None,
-        "images_seen": int(round(images)),
-        "best_checkpoint": run_relative(best, run_dir),  # relative: the run dir may be moved or committed
+        **run_record(run_dir, selected.best),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     score = monitor.split("/")[1]

@@ -21,20 +21,17 @@ import lightning as L
 import torch
 
 from patchswap.data import DataBundle, build_data_from_section
-from patchswap.engine.callbacks import read_metrics, training_time
 from patchswap.engine.config import RunConfig, load_config
 from patchswap.engine.finetune import finetune_callbacks
 from patchswap.engine.guard import RunGuard
 from patchswap.engine.harness import (
     RunError,
     clear_run,
-    fit_on_all_ranks,
     free_run_dir,
     holds_run,
     launcher_rank,
     lightning_trainer,
     prepare_run_dir,
-    quiet_lightning,
     resolve_precision,
     run_callbacks,
     split_metrics,
@@ -42,16 +39,11 @@ from patchswap.engine.harness import (
 from patchswap.engine.loaders import PatchswapDataModule
 from patchswap.engine.module import ClassifierModule
 from patchswap.engine.resuming import check_matches_module, resume_config, resume_point
+from patchswap.engine.selection import fit_and_select, run_record
 from patchswap.evaluation.plots import plot_training_curves
 from patchswap.methods import method_class
 from patchswap.models import create_model, pretrained_input
-from patchswap.runs import (
-    CONFIG_KEY,
-    load_checkpoint,
-    run_relative,
-    save_weights,
-    weights_metadata,
-)
+from patchswap.runs import CONFIG_KEY, weights_metadata
 
 __all__ = ["ClassificationRun", "build_bundle", "default_run_dir", "resume", "train"]
 
@@ -213,7 +205,6 @@ def train(
 def _train(
     cfg: RunConfig, run_dir: Path, last: Path, *, resume: bool, checkpoint: Path | None, why: str | None
 ) -> dict[str, Any]:
-    ckpt_dir = run_dir / "checkpoints"
     resume_from = checkpoint or last
     run = ClassificationRun(cfg)
     if why is not None and launcher_rank() == 0:  # the run is built: say which precision auto chose
@@ -234,49 +225,27 @@ def _train(
     if not has_val:
         warnings.warn("no validation split (data.val_split=0): the last epoch is taken as best", stacklevel=2)
 
-    with quiet_lightning():
-        if not fit_on_all_ranks(
-            run.trainer(run_dir, callbacks=callbacks), run, resume_from if resume else None
-        ):
-            return {}
-        meta = run.weights_metadata()
-        save_weights(run.model, ckpt_dir / "last.safetensors", meta)
-        best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
-        evaluator = run.trainer(None, fit=False)
-        val = (
-            split_metrics(
-                evaluator.validate(run.module, datamodule=run.datamodule, ckpt_path=str(best), verbose=False),
-                "val",
-            )
-            if has_val
-            else {}
-        )
-        save_weights(run.model, ckpt_dir / "best.safetensors", meta)
-        test = {}
-        if run.bundle.test is not None:
-            test = split_metrics(
-                evaluator.test(run.module, datamodule=run.datamodule, ckpt_path=str(best), verbose=False),
-                "test",
-            )
-
-    best_epoch = int(load_checkpoint(best)["epoch"]) if best.exists() else None
-    rows = read_metrics(run_dir / "metrics.csv")
-    fit_seconds, images = training_time(rows)
+    selected = fit_and_select(
+        run,
+        run_dir,
+        callbacks,
+        checkpoint,
+        resume_from if resume else None,
+        validate=has_val,
+        test=run.bundle.test is not None,
+    )
+    if selected is None:
+        return {}
     summary = {
         "run_dir": str(run_dir),
         "data": run.bundle.describe(),
         "model": cfg.model.name,
         "method": cfg.method,
         "seed": cfg.trainer.seed,
-        "epochs_run": len(rows),
-        "best_epoch": None if best_epoch is None else best_epoch + 1,
         "selected_on": "val/acc" if has_val else "last epoch",
-        "val": val,
-        "test": test,
-        "train_seconds": round(fit_seconds, 2),
-        "train_images_per_s": round(images / fit_seconds, 1) if fit_seconds else None,
-        "images_seen": int(round(images)),
-        "best_checkpoint": run_relative(best, run_dir),  # relative: the run dir may be moved or committed
+        "val": split_metrics(selected.val, "val"),
+        "test": split_metrics(selected.test, "test"),
+        **run_record(run_dir, selected.best),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_training_curves(

@@ -170,6 +170,51 @@ def test_ddp_killed_mid_epoch_resumes_every_rank_to_the_uninterrupted_weights(
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    "method",
+    [["--method", "pskd"], ["--method", "dlb", "--dlb.form", "official"]],
+    ids=["pskd", "dlb-official"],
+)
+def test_ddp_killed_mid_epoch_resumes_each_ranks_method_state(method, tmp_path, tiny_argv, subprocess_env):
+    """PS-KD's predictions written so far in the epoch and DLB's kept batch differ between ranks (DDP must
+    not overwrite a method's buffers with rank 0's), and rank 0 alone writes the checkpoint: each rank
+    must get its own back. Three epochs, killed in the
+    second (step 9, after the step-8 checkpoint), so the third epoch's targets read what the second
+    wrote (PS-KD) and the kept batch carries on (DLB); the weights must equal the uninterrupted run's."""
+    from safetensors.torch import load_file
+
+    from patchswap.engine.seeded import METHOD_RANKS_KEY
+    from patchswap.runs import load_checkpoint
+
+    def argv(run_dir):
+        return [
+            *CLI,
+            *tiny_argv(run_dir, trainer__epochs="3", data__train_subset=str(DDP_TRAIN)),
+            "--trainer.checkpoint_every_n_steps",
+            "4",
+            *method,
+            *DDP,
+        ]
+
+    whole, killed_dir = tmp_path / "whole", tmp_path / "killed"
+    uninterrupted = _run_ddp(argv(whole), subprocess_env)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    if method[1] == "pskd":  # every rank's rows merged at each epoch's end: all 320 carry the last epoch
+        stamps = load_checkpoint(whole / "checkpoints" / "last.ckpt")["state_dict"]["method.written_epoch"]
+        assert stamps.tolist() == [2] * DDP_TRAIN
+    killed = _run_ddp(argv(killed_dir), {**subprocess_env, "PATCHSWAP_FAULT_AT_STEP": "9"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    ckpt = load_checkpoint(killed_dir / "checkpoints" / "last.ckpt")
+    assert (ckpt["epoch"], ckpt["global_step"]) == (1, 8)
+    assert len(ckpt[METHOD_RANKS_KEY]) == 2 and all(s is not None for s in ckpt[METHOD_RANKS_KEY])
+    done = _run_ddp([*CLI, "--resume", str(killed_dir)], subprocess_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    want, got = (load_file(d / "checkpoints" / "last.safetensors") for d in (whole, killed_dir))
+    different = [k for k in want if not torch.equal(want[k], got[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
 FAILING_WRITE = r"""
 import sys
 import patchswap.engine.checkpoint as ckpt_io

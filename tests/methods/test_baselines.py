@@ -141,6 +141,92 @@ def test_pskd_state_survives_a_state_dict_round_trip():
     assert not torch.allclose(a, F.cross_entropy(model.fc(x.flatten(1)), y))
 
 
+def _ranks_step(methods, model, batches, epoch, max_epochs=4):
+    for method, (x, y, index) in zip(methods, batches, strict=True):
+        method(model, MethodBatch(x, y, index=torch.tensor(index), epoch=epoch, max_epochs=max_epochs))
+
+
+def _state(method) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in method.state_dict().items()}
+
+
+def test_pskd_rank_states_give_every_rank_back_exactly_its_own_buffers(monkeypatch):
+    """Two ranks in one process: a checkpoint holds rank 0's buffers and both ranks' rank_state; each
+    resumed rank must hold exactly what it held at the save, and go on exactly as it would have. Row 3
+    is in both ranks' shards (the sampler's padding), written by rank 0 before the save only."""
+    import patchswap.methods.pskd as pskd_module
+
+    monkeypatch.setattr(pskd_module, "_distributed", lambda: True)
+    model = Recorder()
+    x, y = _batch()
+    ranks = [_pskd(10), _pskd(10)]
+    _ranks_step(ranks, model, [(x[:4], y[:4], [0, 1, 2, 3]), (x[4:], y[4:], [4, 5, 6, 7])], epoch=0)
+    for r in ranks:  # the end of epoch 0 as the all-reduce leaves it: every rank holds every row
+        r.load_state_dict(_merged(ranks))
+    _ranks_step(ranks, model, [(x[:2], y[:2], [0, 3]), (x[4:6], y[4:6], [4, 8])], epoch=1)
+    saved_states = [r.rank_state() for r in ranks]
+    checkpoint = _state(ranks[0])
+    before = [_state(r) for r in ranks]
+    assert not torch.equal(before[0]["predictions"], before[1]["predictions"])
+
+    resumed = [_pskd(10), _pskd(10)]
+    for rank, r in enumerate(resumed):
+        r.load_state_dict(checkpoint)
+        r.load_rank_states(saved_states, rank, torch.device("cpu"))
+    for rank in range(2):
+        for key in ("predictions", "written_epoch"):
+            assert torch.equal(_state(resumed[rank])[key], before[rank][key]), (rank, key)
+    # Both go on alike: rank 1 now reads row 3 (as of epoch 0: rank 0's epoch-1 write is not its own),
+    # and a second save inside the epoch still describes the epoch's start.
+    rest = [(x[2:4], y[2:4], [1, 2]), (x[6:], y[6:], [3, 9])]
+    _ranks_step(ranks, model, rest, epoch=1)
+    _ranks_step(resumed, model, rest, epoch=1)
+    for a, b in zip(ranks, resumed, strict=True):
+        assert all(torch.equal(v, _state(b)[k]) for k, v in _state(a).items())
+        sa, sb = a.rank_state(), b.rank_state()
+        order_a, order_b = sa["rows"].argsort(stable=True), sb["rows"].argsort(stable=True)
+        for key in ("rows", "new", "old", "old_stamps"):
+            assert torch.equal(sa[key][order_a], sb[key][order_b]), key
+
+
+def _merged(ranks) -> dict[str, torch.Tensor]:
+    state = _state(ranks[0])
+    other = _state(ranks[1])
+    theirs = other["written_epoch"] >= 0
+    state["predictions"][theirs] = other["predictions"][theirs]
+    state["written_epoch"][theirs] = other["written_epoch"][theirs]
+    return state
+
+
+def test_single_process_methods_have_no_rank_state():
+    method, model = _pskd(12), Recorder()
+    x, y = _batch()
+    method(model, MethodBatch(x, y, index=torch.arange(N), epoch=0, max_epochs=3))
+    assert method.rank_state() is None
+    assert create_method("cskd").rank_state() is None
+
+
+@pytest.mark.parametrize("form", ["paper", "official"])
+def test_dlb_rank_states_give_every_rank_back_its_own_kept_batch(form):
+    model = Recorder()
+    ranks = [create_method("dlb", form=form), create_method("dlb", form=form)]
+    for seed, method in enumerate(ranks):
+        x, y = _batch(seed=seed)
+        method(model, MethodBatch(x, y, epoch=2, raw=x))
+    saved_states = [m.rank_state() for m in ranks]
+    resumed = [create_method("dlb", form=form), create_method("dlb", form=form)]
+    x, y = _batch(seed=5)
+    for rank, method in enumerate(resumed):
+        method.load_state_dict(ranks[0].state_dict())  # what the checkpoint holds: rank 0's
+        method.load_rank_states(saved_states, rank, torch.device("cpu"))
+        want = ranks[rank](model, MethodBatch(x, y, epoch=2, raw=x)).loss
+        torch.testing.assert_close(method(model, MethodBatch(x, y, epoch=2, raw=x)).loss, want)
+    assert not torch.equal(
+        saved_states[0]["kept" if form == "paper" else "memory"][0],
+        saved_states[1]["kept" if form == "paper" else "memory"][0],
+    )
+
+
 def test_pskd_rejects_missing_or_out_of_range_indices():
     x, y = _batch()
     with pytest.raises(ValueError, match="index"):

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
@@ -113,6 +114,12 @@ class ClassifierModule(SeededTraining):
         super().__init__()
         self.model = model
         self.method = method
+        # A method's own buffers (PS-KD's past predictions) are each rank's state. DDP replaces every
+        # buffer with rank 0's before each forward (broadcast_buffers), which would drop what a rank wrote
+        # at its last step; the method merges them itself at the epoch's end (Method.on_epoch_end).
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            self, [f"method.{name}" for name, _ in method.named_buffers(recurse=False)]
+        )
         self.train_augment = train_augment
         self.eval_augment = eval_augment
         self.optim_cfg = optim
@@ -188,6 +195,12 @@ class ClassifierModule(SeededTraining):
     def on_train_epoch_end(self) -> None:
         self._log_epoch_means()  # an epoch that ended without its last step being seen as such
         self.method.on_epoch_end(self.current_epoch)
+
+    def method_rank_state(self) -> Any:
+        return self.method.rank_state()
+
+    def load_method_rank_states(self, states: list[Any], rank: int) -> None:
+        self.method.load_rank_states(states, rank, self.device)
 
     def _eval_step(self, batch: Any, metrics: _EvalMetrics, prefix: str) -> None:
         x, y, _ = batch

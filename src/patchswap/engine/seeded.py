@@ -23,10 +23,13 @@ import torch
 
 from patchswap.seeding import derive_seed, generator, step_seed
 
-__all__ = ["RESUME_KEY", "SeededTraining", "seed_step", "start_epoch_randomness"]
+__all__ = ["METHOD_RANKS_KEY", "RESUME_KEY", "SeededTraining", "seed_step", "start_epoch_randomness"]
 
 RESUME_KEY = "patchswap_epoch_generator"
 """Checkpoint key of ``{"epoch": E, "state": ByteTensor}``: the epoch's generator at the checkpoint."""
+
+METHOD_RANKS_KEY = "patchswap_method_rank_states"
+"""Checkpoint key of every rank's ``Method.rank_state()`` at the save, under DDP (absent when all None)."""
 
 
 # The streams of a training run, named (seed, epoch, purpose[, step]) (see patchswap.seeding).
@@ -109,6 +112,15 @@ class SeededTraining(L.LightningModule):
         self._epoch_images = 0
         self._epoch_t0 = time.perf_counter()
 
+    _saved_method_states: list[Any] | None = None
+
+    def method_rank_state(self) -> Any:
+        """This rank's part of the training method's state (``Method.rank_state``); None here."""
+        return None
+
+    def load_method_rank_states(self, states: list[Any], rank: int) -> None:
+        """Give the method back its part of the state gathered at the save (no method here)."""
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._generator is None:
             return
@@ -116,13 +128,17 @@ class SeededTraining(L.LightningModule):
         saved: dict[str, Any] = {"epoch": self.current_epoch, "state": state}
         world, _ = _ranks(self)
         if world > 1:  # a collective: every rank dumps the checkpoint, rank 0 alone writes it
-            states: list[Any] = [None] * world
-            torch.distributed.all_gather_object(states, state)
-            saved["rank_states"] = states
+            gathered: list[Any] = [None] * world
+            torch.distributed.all_gather_object(gathered, (state, self.method_rank_state()))
+            saved["rank_states"] = [generator for generator, _ in gathered]
+            methods = [method for _, method in gathered]
+            if any(m is not None for m in methods):
+                checkpoint[METHOD_RANKS_KEY] = methods
         checkpoint[RESUME_KEY] = saved
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._saved_generator = checkpoint.get(RESUME_KEY)
+        self._saved_method_states = checkpoint.get(METHOD_RANKS_KEY)
 
     def _saved_state(self) -> torch.Tensor | None:
         """This rank's generator state in the loaded checkpoint, if it was written in this epoch."""
@@ -136,7 +152,13 @@ class SeededTraining(L.LightningModule):
         return states[rank] if states is not None and len(states) == world else None
 
     def on_train_start(self) -> None:
-        """A restart inside an epoch skips ``on_train_epoch_start``: continue the epoch's generator."""
+        """A restart inside an epoch skips ``on_train_epoch_start``: continue the epoch's generator. Under
+        DDP each rank also takes back its part of the method's state (the checkpoint's state_dict is rank
+        0's), at any restart with the number of ranks that wrote it."""
+        world, rank = _ranks(self)
+        methods, self._saved_method_states = self._saved_method_states, None
+        if methods is not None and len(methods) == world:
+            self.load_method_rank_states(methods, rank)
         loop = self.trainer.fit_loop
         if not loop.restarted_mid_epoch:
             return

@@ -92,6 +92,18 @@ class Method(nn.Module):
     def on_epoch_end(self, epoch: int) -> None:
         """Called by the engine after each training epoch (e.g. to merge per-rank state); no-op by default."""
 
+    def rank_state(self) -> Any:
+        """Under DDP: what this rank's method state holds that the other ranks' do not (DLB's kept batch,
+        PS-KD's predictions written so far in the epoch), as CPU tensors. Every checkpoint gathers it
+        from every rank (rank 0 alone writes the method's ``state_dict``), so each rank resumes its own.
+        None (the default): nothing of the method differs between ranks."""
+        return None
+
+    def load_rank_states(self, states: list[Any], rank: int, device: torch.device) -> None:
+        """On resume under DDP, after the checkpoint's ``state_dict`` (rank 0's) has loaded: take this
+        rank's part back (onto ``device``) from every rank's :meth:`rank_state` at the save. No-op by
+        default."""
+
     def forward(self, model: nn.Module, batch: MethodBatch) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -114,6 +114,17 @@ class LastMiniBatchKD(Method):
         self._memory = (raw.detach().clone(), y.detach().clone(), logits.detach().float())
         return StepOutput(loss, logits, y, {"ce": ce.detach(), "kd": kd.detach()}, images=seen)
 
+    def rank_state(self) -> dict[str, Any] | None:
+        """Each rank kept its own last batch: the checkpoint carries every rank's."""
+        return {"memory": _to_cpu(self._memory), "kept": _to_cpu(self._kept), "kept_epoch": self._kept_epoch}
+
+    def load_rank_states(self, states: list[Any], rank: int, device: torch.device) -> None:
+        mine = states[rank]
+        if mine is None:
+            return
+        self._memory = _to_device(mine["memory"], device)
+        self._kept, self._kept_epoch = _to_device(mine["kept"], device), int(mine["kept_epoch"])
+
     def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)
         if self._memory is not None:  # only the official form keeps one
@@ -140,3 +151,13 @@ class LastMiniBatchKD(Method):
                 self._memory = tuple(state_dict[k] for k in mine)  # type: ignore[assignment]
         rest = {k: v for k, v in state_dict.items() if k not in mine and k not in kept}
         super()._load_from_state_dict(rest, prefix, *args)
+
+
+def _to_cpu(tensors: tuple[Tensor, ...] | None) -> tuple[Tensor, ...] | None:
+    return None if tensors is None else tuple(t.detach().cpu() for t in tensors)
+
+
+def _to_device(tensors: tuple[Tensor, ...] | None, device: torch.device) -> Any:
+    if tensors is None:
+        return None
+    return tuple(t.to(device) for t in tensors)

@@ -46,13 +46,18 @@ class ProgressiveSelfKD(Method):
             "predictions", torch.zeros(self.num_samples, self.num_classes, dtype=torch.float16)
         )
         self.register_buffer("written_epoch", torch.full((self.num_samples,), -1, dtype=torch.int32))
+        # Under DDP, what this rank's first write of each row in the epoch replaced: (epoch, [(rows,
+        # predictions, stamps)]). With it a checkpoint can describe the epoch's start, which every rank
+        # shares, and each rank's own writes since (rank_state); a single process never needs it.
+        self._undo: tuple[int, list[tuple[Tensor, Tensor, Tensor]]] = (-1, [])
 
     def on_epoch_end(self, epoch: int) -> None:
         """Under DDP each rank saw other samples this epoch: merge the rows written in ``epoch`` so every
         rank knows every sample's prediction next epoch (a row written by several ranks is averaged)."""
-        dist = torch.distributed
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        if not _distributed():
             return
+        self._undo = (-1, [])  # merged: every rank holds the same rows again
+        dist = torch.distributed
         chunk = 1 << 16  # rows per all-reduce: bounded extra memory for large datasets
         for start in range(0, self.num_samples, chunk):
             rows = slice(start, start + chunk)
@@ -98,7 +103,52 @@ class ProgressiveSelfKD(Method):
         # Read before write: this step's targets never see its own predictions; they are stored for the
         # next epoch, and the epoch stamp hides them from any later visit within this epoch.
         with torch.no_grad():
+            if _distributed():
+                self._remember_replaced(index, batch.epoch)
             self.predictions[index] = logits.detach().float().softmax(dim=1).to(torch.float16)
             self.written_epoch[index] = batch.epoch
         alpha = torch.tensor(self.alpha_at(batch.epoch, batch.max_epochs), device=logits.device)
         return StepOutput(loss, logits, batch.y, {"ce": loss.detach(), "alpha_t": alpha})
+
+    # -- resuming under DDP ----------------------------------------------------------------------
+    def _remember_replaced(self, index: Tensor, epoch: int) -> None:
+        if self._undo[0] != epoch:
+            self._undo = (epoch, [])
+        first = index[self.written_epoch[index] != epoch]  # rows this rank has not written this epoch
+        if first.numel():
+            self._undo[1].append((first, self.predictions[first].clone(), self.written_epoch[first].clone()))
+
+    def rank_state(self) -> dict[str, Any] | None:
+        """The rows this rank wrote so far in the epoch: their new predictions, and what they replaced."""
+        epoch, log = self._undo
+        if not log:
+            return None
+        rows = torch.cat([r for r, _, _ in log])
+        return {
+            "epoch": epoch,
+            "rows": rows.cpu(),
+            "new": self.predictions[rows].cpu(),
+            "old": torch.cat([p for _, p, _ in log]).cpu(),
+            "old_stamps": torch.cat([e for _, _, e in log]).cpu(),
+        }
+
+    def load_rank_states(self, states: list[Any], rank: int, device: torch.device) -> None:
+        """Rank 0's buffers were loaded: undo rank 0's writes of the epoch (back to the start every rank
+        shares), then redo this rank's own, so each rank holds exactly what it held at the save."""
+        writer, mine = states[0], states[rank]
+        with torch.no_grad():
+            if writer is not None:
+                rows = writer["rows"].to(device)
+                self.predictions[rows] = writer["old"].to(device)
+                self.written_epoch[rows] = writer["old_stamps"].to(device)
+            if mine is not None:
+                rows = mine["rows"].to(device)
+                old, stamps = mine["old"].to(device), mine["old_stamps"].to(device)
+                self.predictions[rows] = mine["new"].to(device)
+                self.written_epoch[rows] = int(mine["epoch"])
+                self._undo = (int(mine["epoch"]), [(rows, old, stamps)])
+
+
+def _distributed() -> bool:
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

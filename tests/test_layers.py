@@ -14,8 +14,20 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "patchswap"
 
 # torch (and numpy, yaml, safetensors) only: the op (its cell grid and its target companions), loss and
-# sampler, their options, seeding, the run format and the config machinery that every layer may use
-CORE = ("ops", "cells", "swap_targets", "losses", "sampling", "ips_options", "seeding", "runs", "config_base")
+# sampler, their options, seeding, the run format, the config machinery and device names that every layer
+# may use
+CORE = (
+    "ops",
+    "cells",
+    "swap_targets",
+    "losses",
+    "sampling",
+    "ips_options",
+    "seeding",
+    "runs",
+    "config_base",
+    "devices",
+)
 LIBRARY = ("methods", "models", "data", "evaluation", "dense", "deploy")  # used by the engine, never using it
 APP = ("engine", "study", "cli")
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from patchswap.data import DataBundle, build_data_from_section
+from patchswap.devices import resolve_device
 from patchswap.models import create_model, pretrained_input
 from patchswap.runs import (
     CONFIG_KEY,
@@ -28,18 +29,11 @@ from patchswap.runs import (
     run_dir_of,
 )
 
-__all__ = ["DeployError", "LoadedRun", "build_run_data", "load_run", "resolve_device"]
+__all__ = ["DeployError", "LoadedRun", "build_run_data", "load_run"]
 
 
 class DeployError(RuntimeError):
     """A run cannot be calibrated, used for prediction or exported as asked."""
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto``/None: CUDA when present, else CPU; anything else as torch reads it."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def build_run_data(config: dict[str, Any]) -> DataBundle:

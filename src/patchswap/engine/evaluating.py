@@ -11,8 +11,9 @@ from typing import Any
 import torch
 
 from patchswap.deploy import TemperatureScaled, load_temperature
+from patchswap.devices import resolve_device
 from patchswap.engine.config import ConfigError, RunConfig, apply_mapping
-from patchswap.engine.harness import RunError, quiet_lightning, resolve_device, split_metrics
+from patchswap.engine.harness import RunError, quiet_lightning, split_metrics
 from patchswap.engine.training import ClassificationRun
 from patchswap.runs import (
     CONFIG_KEY,

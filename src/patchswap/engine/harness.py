@@ -43,7 +43,6 @@ __all__ = [
     "lightning_trainer",
     "prepare_run_dir",
     "quiet_lightning",
-    "resolve_device",
     "run_callbacks",
     "split_metrics",
 ]
@@ -321,17 +320,6 @@ def launcher_rank() -> int:
         if os.environ.get(var, "").isdigit():
             return int(os.environ[var])
     return 0
-
-
-def resolve_device(accelerator: str) -> torch.device:
-    """The device the evaluation suite runs on, from ``trainer.accelerator`` (auto: GPU when present)."""
-    acc = str(accelerator).lower()
-    if acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if acc == "mps" or (acc == "auto" and mps is not None and mps.is_available()):
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def keep_freed_memory() -> None:

@@ -60,8 +60,9 @@ def start_epoch_randomness(module: L.LightningModule, seed: int) -> torch.Genera
     sampler = getattr(getattr(module.trainer, "datamodule", None), "train_sampler", None)
     if sampler is not None:
         sampler.set_epoch(epoch)
-    torch.manual_seed(derive_seed(seed, epoch, _EPOCH_GLOBAL, *_rank_key(module)))
-    return generator(seed, epoch, _EPOCH_AUGMENT, *_rank_key(module), device=module.device)
+    rank = _rank_key(module)
+    torch.manual_seed(derive_seed(seed, epoch, _EPOCH_GLOBAL, *rank))
+    return generator(seed, epoch, _EPOCH_AUGMENT, *rank, device=module.device)
 
 
 def seed_step(module: L.LightningModule, seed: int, batch_idx: int) -> None:

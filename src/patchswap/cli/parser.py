@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("target", metavar="RUN_DIR_or_CHECKPOINT")
     cal.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default: 256)")
     cal.add_argument(
-        "--device", default="auto", help="auto (CUDA when present), cpu, cuda, ... (default: auto)"
+        "--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda[:N], mps (default: auto)"
     )
 
     pred = sub.add_parser(
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--out", metavar="FILE", help="write predictions to FILE.csv or FILE.json")
     pred.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     pred.add_argument(
-        "--device", default="auto", help="auto (CUDA when present), cpu, cuda, ... (default: auto)"
+        "--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda[:N], mps (default: auto)"
     )
     pred.add_argument(
         "--no-calibration", action="store_true", help="ignore the run's stored temperature (raw softmax)"

@@ -4,8 +4,9 @@
 #   [STOP_AT="2026-12-01 01:30" or HH:MM (start no new phase after it)] [JOBS=2] bash docs/results/cifar10-cpu-converged/run.sh
 # (PATCHSWAP="python -m patchswap.cli" PYTHON=.venv/bin/python PYTHONPATH=src: from a source checkout.)
 # In phases, each over all its seeds (seed-major, so a stop leaves the early seeds complete, and both
-# cores stay busy across seeds): section 1's six entries for seeds 0-4, section 2's three entries
-# (IPS at ce's cost and its control) for seeds 0-4, section 3's variants for seeds 0-2. Every finished
+# cores stay busy across seeds): the issue's question first (ce, ce at twice the epochs, ips; seeds
+# 0-4), then section 1's other three entries, section 2's three entries (IPS at ce's cost and its
+# control) for seeds 0-4, and section 3's variants for seeds 0-2. Every finished
 # run is calibrated on its validation split after each phase (`patchswap calibrate`: the confident
 # direction's post-hoc temperature, and everyone's calibrated ECE).
 set -euo pipefail
@@ -39,7 +40,8 @@ phase() {  # seeds entries
   calibrate_finished
 }
 
-phase 0,1,2,3,4 ce,ce-2x,ips,ips-confident,cskd,cutmix \
+phase 0,1,2,3,4 ce,ce-2x,ips \
+  && phase 0,1,2,3,4 ips-confident,cskd,cutmix \
   && phase 0,1,2,3,4 ips-half,ips-inbatch,ce-inbatch \
   && phase 0,1,2 ips-mixed,ips-kl-ramp,ips-kl-decay || true
 $PS compare "$STUDY/study.yaml" --report-only

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -170,43 +171,67 @@ def test_ddp_killed_mid_epoch_resumes_every_rank_to_the_uninterrupted_weights(
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
+PSKD = ["--method", "pskd"]
+DLB_OFFICIAL = ["--method", "dlb", "--dlb.form", "official"]
+
+
+def _method_argv(tiny_argv, run_dir, method):
+    return [
+        *CLI,
+        *tiny_argv(run_dir, trainer__epochs="3", data__train_subset=str(DDP_TRAIN)),
+        "--trainer.checkpoint_every_n_steps",
+        "4",
+        *method,
+        *DDP,
+    ]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_method_runs(tmp_path_factory, tiny_argv, subprocess_env):
+    """One uninterrupted 3-epoch 2-process run per method, made when first asked for: its run dir."""
+    runs: dict[str, Path] = {}
+
+    def get(method: list[str]) -> Path:
+        key = " ".join(method)
+        if key not in runs:
+            run_dir = tmp_path_factory.mktemp("whole") / "run"
+            proc = _run_ddp(_method_argv(tiny_argv, run_dir, method), subprocess_env)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            runs[key] = run_dir
+        return runs[key]
+
+    return get
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize(
-    "method",
-    [["--method", "pskd"], ["--method", "dlb", "--dlb.form", "official"]],
-    ids=["pskd", "dlb-official"],
+    ("method", "kill_at", "resume_point"),
+    [(PSKD, 9, (1, 8)), (DLB_OFFICIAL, 9, (1, 8)), (DLB_OFFICIAL, 6, (0, 5))],
+    ids=["pskd-mid-epoch", "dlb-official-mid-epoch", "dlb-official-epoch-end"],
 )
-def test_ddp_killed_mid_epoch_resumes_each_ranks_method_state(method, tmp_path, tiny_argv, subprocess_env):
+def test_ddp_killed_run_resumes_each_ranks_method_state(
+    method, kill_at, resume_point, uninterrupted_method_runs, tmp_path, tiny_argv, subprocess_env
+):
     """PS-KD's predictions written so far in the epoch and DLB's kept batch differ between ranks (DDP must
     not overwrite a method's buffers with rank 0's), and rank 0 alone writes the checkpoint: each rank
-    must get its own back. Three epochs, killed in the
-    second (step 9, after the step-8 checkpoint), so the third epoch's targets read what the second
-    wrote (PS-KD) and the kept batch carries on (DLB); the weights must equal the uninterrupted run's."""
+    must get its own back. Three epochs, killed in the second (step 9, after the step-8 checkpoint), so
+    the third epoch's targets read what the second wrote (PS-KD) and the kept batch carries on (DLB),
+    or right after the first epoch's end (DLB's official memory carries across epochs); the weights
+    must equal the uninterrupted run's."""
     from safetensors.torch import load_file
 
     from patchswap.engine.seeded import METHOD_RANKS_KEY
     from patchswap.runs import load_checkpoint
 
-    def argv(run_dir):
-        return [
-            *CLI,
-            *tiny_argv(run_dir, trainer__epochs="3", data__train_subset=str(DDP_TRAIN)),
-            "--trainer.checkpoint_every_n_steps",
-            "4",
-            *method,
-            *DDP,
-        ]
-
-    whole, killed_dir = tmp_path / "whole", tmp_path / "killed"
-    uninterrupted = _run_ddp(argv(whole), subprocess_env)
-    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
-    if method[1] == "pskd":  # every rank's rows merged at each epoch's end: all 320 carry the last epoch
+    whole, killed_dir = uninterrupted_method_runs(method), tmp_path / "killed"
+    if method == PSKD:  # every rank's rows merged at each epoch's end: all 320 carry the last epoch
         stamps = load_checkpoint(whole / "checkpoints" / "last.ckpt")["state_dict"]["method.written_epoch"]
         assert stamps.tolist() == [2] * DDP_TRAIN
-    killed = _run_ddp(argv(killed_dir), {**subprocess_env, "PATCHSWAP_FAULT_AT_STEP": "9"})
+    env = {**subprocess_env, "PATCHSWAP_FAULT_AT_STEP": str(kill_at)}
+    killed = _run_ddp(_method_argv(tiny_argv, killed_dir, method), env)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     ckpt = load_checkpoint(killed_dir / "checkpoints" / "last.ckpt")
-    assert (ckpt["epoch"], ckpt["global_step"]) == (1, 8)
+    assert (ckpt["epoch"], ckpt["global_step"]) == resume_point
     assert len(ckpt[METHOD_RANKS_KEY]) == 2 and all(s is not None for s in ckpt[METHOD_RANKS_KEY])
     done = _run_ddp([*CLI, "--resume", str(killed_dir)], subprocess_env)
     assert done.returncode == 0, done.stderr[-3000:]

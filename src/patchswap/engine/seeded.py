@@ -139,7 +139,8 @@ class SeededTraining(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._saved_generator = checkpoint.get(RESUME_KEY)
-        self._saved_method_states = checkpoint.get(METHOD_RANKS_KEY)
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        self._saved_method_states = checkpoint.get(METHOD_RANKS_KEY) if fitting else None  # not for eval
 
     def _saved_state(self) -> torch.Tensor | None:
         """This rank's generator state in the loaded checkpoint, if it was written in this epoch."""
@@ -160,6 +161,15 @@ class SeededTraining(L.LightningModule):
         methods, self._saved_method_states = self._saved_method_states, None
         if methods is not None and len(methods) == world:
             self.load_method_rank_states(methods, rank)
+        elif methods is not None:
+            import warnings
+
+            warnings.warn(
+                f"this checkpoint holds the method state of {len(methods)} processes and the run resumes on "
+                f"{world}: every process starts from rank 0's (e.g. DLB's kept batch), so the resumed run is "
+                "close to, not identical with, the uninterrupted one",
+                stacklevel=2,
+            )
         loop = self.trainer.fit_loop
         if not loop.restarted_mid_epoch:
             return

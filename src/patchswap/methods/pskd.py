@@ -112,25 +112,33 @@ class ProgressiveSelfKD(Method):
 
     # -- resuming under DDP ----------------------------------------------------------------------
     def _remember_replaced(self, index: Tensor, epoch: int) -> None:
+        """Log what this write replaces. Every write, unmasked: picking the rows not yet written would make
+        the host wait for the device at every step; a row's first entry in the epoch has its start."""
         if self._undo[0] != epoch:
             self._undo = (epoch, [])
-        first = index[self.written_epoch[index] != epoch]  # rows this rank has not written this epoch
-        if first.numel():
-            self._undo[1].append((first, self.predictions[first].clone(), self.written_epoch[first].clone()))
+        self._undo[1].append((index, self.predictions[index].clone(), self.written_epoch[index].clone()))
+
+    def _first_writes(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(rows, their predictions and stamps as the epoch began), each row written this epoch once."""
+        log = self._undo[1]
+        rows = torch.cat([r for r, _, _ in log])
+        unique, inverse = torch.unique(rows, return_inverse=True)
+        position = torch.arange(rows.numel(), device=rows.device)
+        first = torch.full((unique.numel(),), rows.numel(), dtype=torch.long, device=rows.device)
+        first = first.scatter_reduce(0, inverse, position, reduce="amin")
+        return unique, torch.cat([p for _, p, _ in log])[first], torch.cat([e for _, _, e in log])[first]
 
     def rank_state(self) -> dict[str, Any] | None:
-        """The rows this rank wrote so far in the epoch: their new predictions, and what they replaced."""
+        """The rows this rank wrote so far in the epoch with their new predictions; rank 0 also sends what
+        they replaced (its buffers are the checkpoint's, and a resumed rank undoes its writes)."""
         epoch, log = self._undo
         if not log:
             return None
-        rows = torch.cat([r for r, _, _ in log])
-        return {
-            "epoch": epoch,
-            "rows": rows.cpu(),
-            "new": self.predictions[rows].cpu(),
-            "old": torch.cat([p for _, p, _ in log]).cpu(),
-            "old_stamps": torch.cat([e for _, _, e in log]).cpu(),
-        }
+        rows, old, old_stamps = self._first_writes()
+        state = {"epoch": epoch, "rows": rows.cpu(), "new": self.predictions[rows].cpu()}
+        if _rank() == 0:
+            state.update(old=old.cpu(), old_stamps=old_stamps.cpu())
+        return state
 
     def load_rank_states(self, states: list[Any], rank: int, device: torch.device) -> None:
         """Rank 0's buffers were loaded: undo rank 0's writes of the epoch (back to the start every rank
@@ -142,11 +150,16 @@ class ProgressiveSelfKD(Method):
                 self.predictions[rows] = writer["old"].to(device)
                 self.written_epoch[rows] = writer["old_stamps"].to(device)
             if mine is not None:
-                rows = mine["rows"].to(device)
-                old, stamps = mine["old"].to(device), mine["old_stamps"].to(device)
+                rows, epoch = mine["rows"].to(device), int(mine["epoch"])
+                start = (rows, self.predictions[rows].clone(), self.written_epoch[rows].clone())
+                self._undo = (epoch, [start])  # what these rows held as the epoch began
                 self.predictions[rows] = mine["new"].to(device)
-                self.written_epoch[rows] = int(mine["epoch"])
-                self._undo = (int(mine["epoch"]), [(rows, old, stamps)])
+                self.written_epoch[rows] = epoch
+
+
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _distributed() -> bool:

@@ -16,6 +16,7 @@ its own stream.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import lightning as L
@@ -162,8 +163,6 @@ class SeededTraining(L.LightningModule):
         if methods is not None and len(methods) == world:
             self.load_method_rank_states(methods, rank)
         elif methods is not None:
-            import warnings
-
             warnings.warn(
                 f"this checkpoint holds the method state of {len(methods)} processes and the run resumes on "
                 f"{world}: every process starts from rank 0's (e.g. DLB's kept batch), so the resumed run is "
@@ -179,8 +178,6 @@ class SeededTraining(L.LightningModule):
         if state is not None:
             self._generator.set_state(state)
         else:  # an older checkpoint, or another number of ranks: the epoch's stream from its start
-            import warnings
-
             warnings.warn(
                 "this checkpoint was written inside an epoch without the state of this process's random "
                 "generator (an older version, or another number of devices): the resumed epoch's "

@@ -46,9 +46,10 @@ class ProgressiveSelfKD(Method):
             "predictions", torch.zeros(self.num_samples, self.num_classes, dtype=torch.float16)
         )
         self.register_buffer("written_epoch", torch.full((self.num_samples,), -1, dtype=torch.int32))
-        # Under DDP, what this rank's first write of each row in the epoch replaced: (epoch, [(rows,
-        # predictions, stamps)]). With it a checkpoint can describe the epoch's start, which every rank
-        # shares, and each rank's own writes since (rank_state); a single process never needs it.
+        # Under DDP, what this rank's writes of the epoch replaced: (epoch, [(rows, predictions, stamps)]),
+        # one entry per write; a row's first entry holds its value as the epoch began. With it a checkpoint
+        # can describe the epoch's start, which every rank shares, and each rank's own writes since
+        # (rank_state); a single process never needs it.
         self._undo: tuple[int, list[tuple[Tensor, Tensor, Tensor]]] = (-1, [])
 
     def on_epoch_end(self, epoch: int) -> None:

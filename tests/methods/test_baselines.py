@@ -306,6 +306,21 @@ def test_dlb_distils_the_kept_half_batch_from_its_last_step_predictions():
     assert again._kept_epoch == 1 and torch.equal(again._kept[0], x1[half:])
 
 
+def test_dlb_kept_half_batch_follows_the_step_to_the_device_after_a_resume():
+    """Lightning loads a checkpoint on the CPU and moves the module afterwards; nn.Module.to moves
+    buffers, not the kept batch. The resumed step must still use it ('meta' stands in for a GPU)."""
+    method = create_method("dlb")
+    x1, y1 = _batch(seed=1)
+    method(Recorder(), MethodBatch(x1, y1, epoch=1))
+    resumed = create_method("dlb")
+    resumed.load_state_dict(method.state_dict())
+    resumed.to("meta")  # (the loss's autocast has no meta kernels: the step's first part alone)
+    kept = resumed._usable_kept(_batch(seed=2)[0].to("meta"), epoch=1)
+    assert kept is not None, "the kept half-batch was dropped"
+    assert kept[0].device.type == "meta" and kept[0].shape == (N // 2, C, H, W)
+    assert resumed._usable_kept(_batch(seed=2)[0].to("meta"), epoch=2) is None  # a new epoch: none
+
+
 def _second_view(raw: torch.Tensor) -> torch.Tensor:
     """A stand-in for the engine's augmentation: deterministic, so the second view is known by hand."""
     return raw.flip(3) * 2.0

@@ -68,8 +68,11 @@ class LastMiniBatchKD(Method):
         if self._kept is None or self._kept_epoch != epoch:
             return None
         images, logits = self._kept
-        if images.shape[1:] != x.shape[1:] or images.device != x.device:
+        if images.shape[1:] != x.shape[1:]:
             return None
+        if images.device != x.device:  # restored from a checkpoint (loaded on the CPU, the module moved
+            # after): plain attributes do not follow nn.Module.to, so the kept batch follows the step here
+            self._kept = images, logits = images.to(x.device), logits.to(x.device)
         return images, logits
 
     def forward(self, model: nn.Module, batch: MethodBatch) -> StepOutput:

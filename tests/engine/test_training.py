@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from safetensors.torch import load_file
 
 from patchswap.engine import RunError, evaluate, resume, train
 from patchswap.engine.config import load_config
+from patchswap.engine.resuming import resume_config
 from patchswap.models import create_model
 from patchswap.runs import CheckpointError, load_checkpoint, resolve_run_path
 
@@ -135,6 +137,29 @@ def test_resume_without_last_checkpoint_is_a_clear_error(tmp_path, tiny_override
     assert "nothing to resume" in str(e.value) and "last.ckpt" in str(e.value)
     with pytest.raises(RunError, match="not a run directory"):
         resume(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_more_epochs_on_resume_is_said_out_loud_and_refused_for_onecycle(tmp_path, tiny_overrides, schedule):
+    run_dir = tmp_path / schedule
+    run_dir.mkdir()
+    saved = load_config(None, tiny_overrides(run_dir, optim__schedule=schedule))
+    saved.dump(run_dir / "config.yaml")
+    epochs = saved.trainer.epochs
+    longer = {"trainer.epochs": str(epochs + 3)}
+    if schedule == "onecycle":  # OneCycleLR's total steps are fixed: it would fail past the old end
+        with pytest.raises(RunError, match="onecycle.*cannot be lengthened") as e:
+            resume_config(run_dir, None, longer, load=load_config, command="train")
+        assert "Resume without --trainer.epochs" in str(e.value) and str(run_dir / "config.yaml") in str(
+            e.value
+        )
+    else:
+        with pytest.warns(UserWarning, match=r"cosine learning rate .* not the run a fresh"):
+            cfg = resume_config(run_dir, None, longer, load=load_config, command="train")
+        assert cfg.trainer.epochs == epochs + 3
+    with warnings.catch_warnings():  # the same length: no note, no error
+        warnings.simplefilter("error")
+        resume_config(run_dir, None, {"trainer.epochs": str(epochs)}, load=load_config, command="train")
 
 
 def test_resume_from_a_truncated_checkpoint_says_so(tiny_run, tmp_path):

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,34 @@ def resume_config(
             f"with other settings start a new run: patchswap {command} --config {run_dir / 'config.yaml'} "
             "with your flags and another --trainer.run_dir"
         )
+    _check_length_change(base, cfg, run_dir, command)
     return cfg
+
+
+def _check_length_change(base: dict[str, Any], cfg: Any, run_dir: Path, command: str) -> None:
+    """More (or fewer) epochs on resume: refused for onecycle, whose total steps are fixed at the start;
+    otherwise said out loud, because everything scaled by the run's length follows the new length."""
+    old, new = (base.get("trainer") or {}).get("epochs"), cfg.trainer.epochs
+    if old is None or old == new:
+        return
+    schedule = getattr(getattr(cfg, "optim", None), "schedule", None)
+    if schedule == "onecycle":
+        raise RunError(
+            f"--trainer.epochs {new} on resume: this run uses optim.schedule onecycle, whose total number of "
+            f"steps was fixed for {old} epochs when it started, so it cannot be lengthened or shortened. "
+            f"Resume without --trainer.epochs, or start a new run: patchswap {command} --config "
+            f"{run_dir / 'config.yaml'} --trainer.epochs {new} --trainer.run_dir NEW_DIR"
+        )
+    what = [
+        "any method schedule keyed on the run's length (PS-KD's alpha, IPS's alpha_schedule and prob_warmup)"
+    ]
+    if schedule == "cosine":
+        what.insert(0, f"the cosine learning rate (it jumps to its value at this epoch of a {new}-epoch run)")
+    warnings.warn(
+        f"trainer.epochs {old} -> {new} on resume: from the resumed step on, {' and '.join(what)} "
+        f"follow {new} epochs. The result is not the run a fresh {new}-epoch run would give.",
+        stacklevel=3,
+    )
 
 
 def _describe(ckpt: dict[str, Any]) -> str:

@@ -160,6 +160,21 @@ def test_more_epochs_on_resume_is_said_out_loud_and_refused_for_onecycle(tmp_pat
     with warnings.catch_warnings():  # the same length: no note, no error
         warnings.simplefilter("error")
         resume_config(run_dir, None, {"trainer.epochs": str(epochs)}, load=load_config, command="train")
+    if schedule == "cosine":  # nothing scaled by the length (constant lr, ce): no note either
+        plain = tmp_path / "constant"
+        plain.mkdir()
+        load_config(None, tiny_overrides(plain, method="ce", optim__schedule="constant")).dump(
+            plain / "config.yaml"
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            resume_config(plain, None, longer, load=load_config, command="train")
+        ramp = tmp_path / "ramp"
+        ramp.mkdir()
+        overrides = tiny_overrides(ramp, method="ips", optim__schedule="constant", ips__alpha_schedule="ramp")
+        load_config(None, overrides).dump(ramp / "config.yaml")
+        with pytest.warns(UserWarning, match="IPS's alpha_schedule ramp"):
+            resume_config(ramp, None, longer, load=load_config, command="train")
 
 
 def test_resume_from_a_truncated_checkpoint_says_so(tiny_run, tmp_path):

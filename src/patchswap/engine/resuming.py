@@ -116,14 +116,19 @@ def _check_length_change(base: dict[str, Any], cfg: Any, run_dir: Path, command:
             f"Resume without --trainer.epochs, or start a new run: patchswap {command} --config "
             f"{run_dir / 'config.yaml'} --trainer.epochs {new} --trainer.run_dir NEW_DIR"
         )
-    what = [
-        "any method schedule keyed on the run's length (PS-KD's alpha, IPS's alpha_schedule and prob_warmup)"
-    ]
+    what = []
     if schedule == "cosine":
-        what.insert(0, f"the cosine learning rate (it jumps to its value at this epoch of a {new}-epoch run)")
+        what.append(f"the cosine learning rate (it jumps to its value at this epoch of a {new}-epoch run)")
+    method, options = getattr(cfg, "method", None), getattr(cfg, "method_options", None)
+    if method == "pskd":
+        what.append("PS-KD's alpha (alpha_T x epoch / epochs)")
+    if method == "ips" and getattr(options, "alpha_schedule", "constant") != "constant":
+        what.append(f"IPS's alpha_schedule {options.alpha_schedule}")
+    if not what:  # nothing in this run is scaled by its length: it simply trains longer (or shorter)
+        return
     warnings.warn(
         f"trainer.epochs {old} -> {new} on resume: from the resumed step on, {' and '.join(what)} "
-        f"follow {new} epochs. The result is not the run a fresh {new}-epoch run would give.",
+        f"follow{'s' if len(what) == 1 else ''} {new} epochs. The result is not the run a fresh {new}-epoch run would give.",
         stacklevel=3,
     )
 

@@ -128,7 +128,8 @@ def _check_length_change(base: dict[str, Any], cfg: Any, run_dir: Path, command:
         return
     warnings.warn(
         f"trainer.epochs {old} -> {new} on resume: from the resumed step on, {' and '.join(what)} "
-        f"follow{'s' if len(what) == 1 else ''} {new} epochs. The result is not the run a fresh {new}-epoch run would give.",
+        f"follow{'s' if len(what) == 1 else ''} {new} epochs. The result is not the run a fresh "
+        f"{new}-epoch run would give.",
         stacklevel=3,
     )
 

@@ -8,6 +8,7 @@ an epoch -- each time resumed in a new process, and the final weights must equal
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shutil
@@ -48,6 +49,22 @@ def _same(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     different = [k for k in wa if not torch.equal(wa[k], wb[k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+    # ...and the epochs' logged means: an epoch resumed inside averages all its steps, not those after
+    ra, rb = _training_rows(a), _training_rows(b)
+    assert len(ra) == len(rb) and ra[0].keys() == rb[0].keys()
+    for row_a, row_b in zip(ra, rb, strict=True):
+        for key in row_a:
+            assert float(row_a[key]) == pytest.approx(float(row_b[key]), rel=1e-5), (key, row_a, row_b)
+
+
+def _training_rows(run_dir: Path) -> list[dict[str, str]]:
+    """metrics.csv's training means per epoch (not the clock: seconds and images per second)."""
+    with (run_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    clock = ("train/epoch_seconds", "train/images_per_s")
+    return [
+        {k: v for k, v in r.items() if (k.startswith("train/") or k == "lr") and k not in clock} for r in rows
+    ]
 
 
 def _run(argv: list[str], env: dict, fault: int | None = None, sig: str | None = None, **kw):

@@ -93,6 +93,13 @@ class _EpochSums:
     def clear(self) -> None:
         self._groups = {}
 
+    def state(self) -> list[tuple[list[str], torch.Tensor, int]]:
+        """The running sums on the host, for a checkpoint written inside an epoch."""
+        return [(list(names), vec.detach().cpu(), n) for names, (vec, n) in self._groups.items()]
+
+    def load(self, state: list[tuple[list[str], torch.Tensor, int]], device: torch.device) -> None:
+        self._groups = {tuple(names): [vec.to(device), int(n)] for names, vec, n in state}
+
 
 class ClassifierModule(SeededTraining):
     """Trains ``model`` with ``method``; evaluates plain classification on val and test."""
@@ -198,6 +205,13 @@ class ClassifierModule(SeededTraining):
 
     def method_rank_state(self) -> Any:
         return self.method.rank_state()
+
+    def epoch_log_state(self) -> Any:
+        return {"sums": self._epoch_sums.state(), "lr": (self._lr_sum, self._lr_steps)}
+
+    def load_epoch_log_state(self, state: Any) -> None:
+        self._epoch_sums.load(state["sums"], self.device)
+        self._lr_sum, self._lr_steps = float(state["lr"][0]), int(state["lr"][1])
 
     def load_method_rank_states(self, states: list[Any], rank: int) -> None:
         self.method.load_rank_states(states, rank, self.device)

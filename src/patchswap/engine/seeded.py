@@ -123,17 +123,26 @@ class SeededTraining(L.LightningModule):
     def load_method_rank_states(self, states: list[Any], rank: int) -> None:
         """Give the method back its part of the state gathered at the save (no method here)."""
 
+    def epoch_log_state(self) -> Any:
+        """This rank's running sums of the epoch's logged means, so that an epoch resumed inside still
+        logs the means of all its steps; None here."""
+        return None
+
+    def load_epoch_log_state(self, state: Any) -> None:
+        """Continue the epoch's running sums from a checkpoint written inside it (nothing here)."""
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._generator is None:
             return
-        state = self._generator.get_state()
-        saved: dict[str, Any] = {"epoch": self.current_epoch, "state": state}
+        state, log = self._generator.get_state(), self.epoch_log_state()
+        saved: dict[str, Any] = {"epoch": self.current_epoch, "state": state, "log": log}
         world, _ = _ranks(self)
         if world > 1:  # a collective: every rank dumps the checkpoint, rank 0 alone writes it
             gathered: list[Any] = [None] * world
-            torch.distributed.all_gather_object(gathered, (state, self.method_rank_state()))
-            saved["rank_states"] = [generator for generator, _ in gathered]
-            methods = [method for _, method in gathered]
+            torch.distributed.all_gather_object(gathered, (state, self.method_rank_state(), log))
+            saved["rank_states"] = [generator for generator, _, _ in gathered]
+            saved["rank_logs"] = [rank_log for _, _, rank_log in gathered]
+            methods = [method for _, method, _ in gathered]
             if any(m is not None for m in methods):
                 checkpoint[METHOD_RANKS_KEY] = methods
         checkpoint[RESUME_KEY] = saved
@@ -143,15 +152,16 @@ class SeededTraining(L.LightningModule):
         fitting = self._trainer is not None and self.trainer.state.fn == "fit"
         self._saved_method_states = checkpoint.get(METHOD_RANKS_KEY) if fitting else None  # not for eval
 
-    def _saved_state(self) -> torch.Tensor | None:
-        """This rank's generator state in the loaded checkpoint, if it was written in this epoch."""
+    def _saved_state(self, key: str = "state") -> Any:
+        """This rank's generator state (``key="state"``) or epoch sums (``"log"``) in the loaded
+        checkpoint, if it was written in this epoch."""
         saved = self._saved_generator
         if saved is None or int(saved["epoch"]) != self.current_epoch:
             return None
         world, rank = _ranks(self)
         if world == 1:
-            return saved["state"]
-        states = saved.get("rank_states")
+            return saved.get(key)
+        states = saved.get("rank_states" if key == "state" else "rank_logs")
         return states[rank] if states is not None and len(states) == world else None
 
     def on_train_start(self) -> None:
@@ -174,6 +184,9 @@ class SeededTraining(L.LightningModule):
             return
         self._epoch_images, self._epoch_t0 = 0, time.perf_counter()
         self._generator = start_epoch_randomness(self, self.seed)
+        log = self._saved_state("log")
+        if log is not None:  # the means logged at the epoch's end cover the steps before the restart too
+            self.load_epoch_log_state(log)
         state = self._saved_state()
         if state is not None:
             self._generator.set_state(state)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
+import pytest
 import torch
 from torch import nn
 
@@ -57,3 +61,21 @@ def tiny_checkpoint(model: torch.nn.Module) -> dict:
         "global_step": 40,
         "optimizer_states": [opt.state_dict()],
     }
+
+
+def training_means(run_dir: Path) -> list[dict[str, str]]:
+    """metrics.csv's training means per epoch (not the clock: seconds and images per second)."""
+    with (Path(run_dir) / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    clock = ("train/epoch_seconds", "train/images_per_s")
+    keep = [k for k in rows[0] if (k.startswith("train/") or k == "lr") and k not in clock]
+    return [{k: r[k] for k in keep} for r in rows]
+
+
+def assert_same_training_means(a: Path, b: Path) -> None:
+    """Two runs logged the same training means in every epoch (to float32 rounding)."""
+    ra, rb = training_means(a), training_means(b)
+    assert len(ra) == len(rb) and ra[0].keys() == rb[0].keys()
+    for row_a, row_b in zip(ra, rb, strict=True):
+        for key in row_a:
+            assert float(row_a[key]) == pytest.approx(float(row_b[key]), rel=1e-5), (key, row_a, row_b)

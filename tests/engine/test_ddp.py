@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import assert_same_training_means
 
 from patchswap.data import build_data
 from patchswap.engine.loaders import IGNORE_LABEL, EvalShardSampler, IndexedDataset, PatchswapDataModule
@@ -238,6 +239,7 @@ def test_ddp_killed_run_resumes_each_ranks_method_state(
     want, got = (load_file(d / "checkpoints" / "last.safetensors") for d in (whole, killed_dir))
     different = [k for k in want if not torch.equal(want[k], got[k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+    assert_same_training_means(whole, killed_dir)  # inside an epoch: each rank's running sums came back
 
 
 FAILING_WRITE = r"""

@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 
 from patchswap import ClassPairBatchSampler
 from patchswap.data import build_data
-from patchswap.engine.loaders import PatchswapDataModule, ShuffledBatchSampler
+from patchswap.engine.loaders import (
+    IndexedDataset,
+    PatchswapDataModule,
+    SeededFetches,
+    ShuffledBatchSampler,
+)
 
 
 def _flat(sampler) -> list[int]:
@@ -212,3 +217,35 @@ def test_in_memory_batches_skip_the_dataloader_machinery_and_match_it(bundle):
     rest = fast(bundle.train, resumed)
     assert len(rest) == len(full) - 5
     assert all(torch.equal(a[2], b[2]) for a, b in zip(full[5:], rest, strict=True))
+
+
+class _DrawsWhileDecoding(torch.utils.data.Dataset):
+    """Each image is a draw from the global generator, as FolderImages' crops and flips are."""
+
+    targets = torch.zeros(12, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return 12
+
+    def __getitems__(self, indices):
+        return torch.rand(len(indices), 1, 1, 1), self.targets[indices]
+
+
+def test_seeded_fetches_decode_the_same_batch_alike_whenever_and_wherever_it_is_fetched():
+    sampler = ShuffledBatchSampler(12, 4, seed=3)
+    seeded, data = SeededFetches(sampler, seed=3), IndexedDataset(_DrawsWhileDecoding())
+    assert len(seeded) == 3 and seeded.state_dict() == sampler.state_dict()
+    seeded.set_epoch(1)
+    assert sampler.epoch == 1
+    batches = list(seeded)
+    assert [list(b) for b in batches] == list(sampler)  # the same indices, each with its seed
+    assert len({b.seed for b in batches}) == 3
+    first = [data.__getitems__(b)[0] for b in batches]
+    torch.manual_seed(123)  # another process state, and the batches fetched in another order
+    again = [data.__getitems__(b)[0] for b in reversed(batches)][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    state = torch.random.get_rng_state()
+    data.__getitems__(batches[0])
+    assert torch.equal(torch.random.get_rng_state(), state), "the process's own stream moved"
+    seeded.set_epoch(2)
+    assert {b.seed for b in seeded}.isdisjoint({b.seed for b in batches})  # another epoch, other crops

@@ -8,7 +8,6 @@ an epoch -- each time resumed in a new process, and the final weights must equal
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_same_training_means
 from safetensors.torch import load_file
 
 from patchswap.engine import RunError, resume, train
@@ -49,22 +49,7 @@ def _same(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     different = [k for k in wa if not torch.equal(wa[k], wb[k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
-    # ...and the epochs' logged means: an epoch resumed inside averages all its steps, not those after
-    ra, rb = _training_rows(a), _training_rows(b)
-    assert len(ra) == len(rb) and ra[0].keys() == rb[0].keys()
-    for row_a, row_b in zip(ra, rb, strict=True):
-        for key in row_a:
-            assert float(row_a[key]) == pytest.approx(float(row_b[key]), rel=1e-5), (key, row_a, row_b)
-
-
-def _training_rows(run_dir: Path) -> list[dict[str, str]]:
-    """metrics.csv's training means per epoch (not the clock: seconds and images per second)."""
-    with (run_dir / "metrics.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    clock = ("train/epoch_seconds", "train/images_per_s")
-    return [
-        {k: v for k, v in r.items() if (k.startswith("train/") or k == "lr") and k not in clock} for r in rows
-    ]
+    assert_same_training_means(a, b)  # an epoch resumed inside averages all its steps, not those after
 
 
 def _run(argv: list[str], env: dict, fault: int | None = None, sig: str | None = None, **kw):
@@ -98,6 +83,47 @@ def test_sigkill_anywhere_resumes_to_the_uninterrupted_weights(
     assert done.returncode == 0, done.stderr[-3000:]
     _same(reference, run_dir)
     assert not list(run_dir.rglob("*.tmp"))
+
+
+def _image_folder(root: Path) -> Path:
+    """Two classes of 24 small PNGs: a folder dataset, decoded with random crops and flips."""
+    from torchvision.io import write_png
+
+    g = torch.Generator().manual_seed(0)
+    for c in range(2):
+        (root / "train" / f"c{c}").mkdir(parents=True)
+        for i in range(24):
+            image = torch.randint(0, 256, (3, 20, 20), generator=g, dtype=torch.uint8)
+            write_png(image, str(root / "train" / f"c{c}" / f"{i}.png"))
+    return root
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_image_folder_run_killed_inside_an_epoch_resumes_exactly(
+    workers, tiny_overrides, tiny_argv, subprocess_env, tmp_path
+):
+    """Crops and flips are drawn while a batch is decoded, in a worker or the main process: they are
+    seeded per batch, so a resumed run (new workers, other prefetching) decodes what the first did."""
+    folder = {
+        "data__name": f"folder:{_image_folder(tmp_path / 'images')}",
+        "data__image_size": "16",
+        "data__batch_size": "8",
+        "data__val_split": "0",
+        "data__train_subset": "48",
+        "data__num_workers": workers,
+        "method": "ce",
+        "trainer__precision": "32-true",
+    }
+    reference = tmp_path / "reference"
+    train(load_config(None, tiny_overrides(reference, **folder)))
+    run_dir = tmp_path / "killed"
+    argv = [*CMD, *tiny_argv(run_dir, trainer__checkpoint_every_n_steps="2", **folder)]
+    killed = _run(argv, subprocess_env, fault=9)  # 6 steps per epoch: inside the second, after step 8
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 8
+    done = _run([*CMD, "--resume", str(run_dir)], subprocess_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _same(reference, run_dir)
 
 
 @pytest.fixture(scope="module")

@@ -155,9 +155,10 @@ class FolderImages(torch.utils.data.Dataset):
     """Image files with labels, yielding uint8 ``[3, S, S]`` (one batch per ``__getitems__`` call).
 
     ``train``: a ``RandomResizedCrop(S, scale, ratio)`` box and a horizontal flip (p = 0.5) per image,
-    drawn from torch's default generator (seeded per DataLoader worker); else the eval crop (shorter
-    side to ``S / crop_pct``, centre ``S x S``). ``targets``, ``classes`` and ``bad`` (files left out at
-    scan time) need no decoding.
+    drawn from torch's default generator, which the engine seeds per training batch from (seed, epoch,
+    the batch's indices) in whichever process fetches it (``SeededFetches``); else the eval crop
+    (shorter side to ``S / crop_pct``, centre ``S x S``). ``targets``, ``classes`` and ``bad`` (files left
+    out at scan time) need no decoding.
     """
 
     def __init__(

@@ -4,11 +4,14 @@ Every training batch comes from a batch sampler seeded by (seed, epoch) and shar
 Lightning never swaps in a sampler of its own (``use_distributed_sampler=False``) and one seed fixes
 the data order. In-memory tensor datasets are indexed a whole batch at a time in the main process
 (:class:`IndexedLoader`: one index tensor per epoch on the data's device, no DataLoader iterator or
-collate per batch); other datasets go through the DataLoader (``__getitems__`` where they have it).
+collate per batch); other datasets go through the DataLoader (``__getitems__`` where they have it),
+each training batch fetched under a seed of its own (:class:`SeededFetches`), so the random crops and
+flips drawn while decoding do not depend on which worker fetched the batch, or when.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from patchswap.data import DataBundle, TensorImageDataset
 from patchswap.sampling import ClassPairBatchSampler, dataset_labels
-from patchswap.seeding import numpy_rng
+from patchswap.seeding import derive_seed, numpy_rng, step_seed
 
 __all__ = [
     "IGNORE_LABEL",
@@ -28,6 +31,7 @@ __all__ = [
     "IndexedLoader",
     "PatchswapDataModule",
     "ResumableLoader",
+    "SeededFetches",
     "ShuffledBatchSampler",
 ]
 
@@ -215,6 +219,45 @@ class EvalShardSampler(Sampler[list[int]]):
             yield mine[i * self.batch_size : (i + 1) * self.batch_size].tolist()
 
 
+_FETCH_STREAM = 0x46455443  # the key of the batch-fetch seeds among a run's streams ("FETC")
+
+
+class KeyedBatch(list):
+    """A training batch's dataset indices and the seed its images' random transforms draw from."""
+
+    seed: int
+
+
+class SeededFetches(Sampler[list[int]]):
+    """A batch sampler whose batches carry a seed from (run seed, epoch, the batch's indices).
+
+    A dataset that draws random transforms while it decodes (:class:`~patchswap.data.FolderImages`:
+    RandomResizedCrop, flip) draws them from the global generator of the process that fetches the batch.
+    Worker processes, their seeds and prefetching differ between a fresh and a resumed run;
+    :class:`IndexedDataset` therefore fetches a :class:`KeyedBatch` under its seed, so every image gets
+    the same crop at the same step of the same epoch, whatever fetched it. Everything else (length,
+    epoch, state for resuming) is the wrapped sampler's.
+    """
+
+    def __init__(self, batch_sampler: Any, seed: int) -> None:
+        self.batch_sampler, self.seed = batch_sampler, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def __iter__(self) -> Iterator[KeyedBatch]:
+        base = derive_seed(self.seed, int(getattr(self.batch_sampler, "epoch", 0)), _FETCH_STREAM)
+        for indices in self.batch_sampler:
+            batch = KeyedBatch(indices)
+            batch.seed = step_seed(base, zlib.crc32(np.asarray(indices, dtype=np.int64).tobytes()))
+            yield batch
+
+    def __getattr__(self, name: str) -> Any:  # set_epoch, epoch, state_dict, load_state_dict, ...
+        if name == "batch_sampler":
+            raise AttributeError(name)
+        return getattr(self.batch_sampler, name)
+
+
 class IndexedDataset(Dataset):
     """Wraps a dataset so each batch also carries the dataset indices (for per-sample method state)."""
 
@@ -226,6 +269,14 @@ class IndexedDataset(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        seed = getattr(indices, "seed", None)
+        if seed is None:
+            return self._fetch(indices)
+        with torch.random.fork_rng(devices=[]):  # the process's own stream continues untouched after
+            torch.default_generator.manual_seed(seed)
+            return self._fetch(indices)
+
+    def _fetch(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # A negative index ~i is padding that evens out ranks (see EvalShardSampler): sample i, label IGNORE.
         idx = torch.as_tensor(indices, dtype=torch.long)
         pad = idx < 0
@@ -358,7 +409,10 @@ class PatchswapDataModule(L.LightningDataModule):
         if self._saved_position is not None:
             load_sampler_position(self.train_sampler, self._saved_position)
             self._saved_position = None
-        return self._loader(self.bundle.train, self.train_sampler, train=True)
+        batches: Any = self.train_sampler
+        if not self.bundle.in_memory:  # decoded with random transforms: seeded per batch
+            batches = SeededFetches(batches, self.seed)
+        return self._loader(self.bundle.train, batches, train=True)
 
     def _eval_loader(self, dataset: Dataset | None) -> DataLoader | list:
         if dataset is None:

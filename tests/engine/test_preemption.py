@@ -61,7 +61,7 @@ def _run(argv: list[str], env: dict, fault: int | None = None, sig: str | None =
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, **kw)
 
 
-@pytest.mark.parametrize("method", ["ce", "ips", "pskd", "dlb"])
+@pytest.mark.parametrize("method", ["ce", "ips", "pskd", "dlb", "cskd", "cutmix"])
 def test_sigkill_anywhere_resumes_to_the_uninterrupted_weights(
     method, tiny_overrides, tiny_argv, subprocess_env, tmp_path
 ):

@@ -8,6 +8,7 @@ an epoch -- each time resumed in a new process, and the final weights must equal
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -50,6 +51,8 @@ def _same(a: Path, b: Path) -> None:
     different = [k for k in wa if not torch.equal(wa[k], wb[k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
     assert_same_training_means(a, b)  # an epoch resumed inside averages all its steps, not those after
+    seen = [json.loads((d / "summary.json").read_text())["images_seen"] for d in (a, b)]
+    assert abs(seen[0] - seen[1]) <= 1, f"images seen: {seen} (the resumed epochs count what came before)"
 
 
 def _run(argv: list[str], env: dict, fault: int | None = None, sig: str | None = None, **kw):

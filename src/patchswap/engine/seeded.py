@@ -135,14 +135,16 @@ class SeededTraining(L.LightningModule):
         if self._generator is None:
             return
         state, log = self._generator.get_state(), self.epoch_log_state()
-        saved: dict[str, Any] = {"epoch": self.current_epoch, "state": state, "log": log}
+        clock = (self._epoch_images, time.perf_counter() - self._epoch_t0)  # the epoch's images and seconds
+        saved: dict[str, Any] = {"epoch": self.current_epoch, "state": state, "log": log, "clock": clock}
         world, _ = _ranks(self)
         if world > 1:  # a collective: every rank dumps the checkpoint, rank 0 alone writes it
             gathered: list[Any] = [None] * world
-            torch.distributed.all_gather_object(gathered, (state, self.method_rank_state(), log))
-            saved["rank_states"] = [generator for generator, _, _ in gathered]
-            saved["rank_logs"] = [rank_log for _, _, rank_log in gathered]
-            methods = [method for _, method, _ in gathered]
+            torch.distributed.all_gather_object(gathered, (state, self.method_rank_state(), log, clock))
+            saved["rank_states"] = [generator for generator, _, _, _ in gathered]
+            saved["rank_logs"] = [rank_log for _, _, rank_log, _ in gathered]
+            saved["rank_clocks"] = [rank_clock for _, _, _, rank_clock in gathered]
+            methods = [method for _, method, _, _ in gathered]
             if any(m is not None for m in methods):
                 checkpoint[METHOD_RANKS_KEY] = methods
         checkpoint[RESUME_KEY] = saved
@@ -153,15 +155,15 @@ class SeededTraining(L.LightningModule):
         self._saved_method_states = checkpoint.get(METHOD_RANKS_KEY) if fitting else None  # not for eval
 
     def _saved_state(self, key: str = "state") -> Any:
-        """This rank's generator state (``key="state"``) or epoch sums (``"log"``) in the loaded
-        checkpoint, if it was written in this epoch."""
+        """This rank's generator state (``key="state"``), epoch sums (``"log"``) or the epoch's images and
+        seconds so far (``"clock"``) in the loaded checkpoint, if it was written in this epoch."""
         saved = self._saved_generator
         if saved is None or int(saved["epoch"]) != self.current_epoch:
             return None
         world, rank = _ranks(self)
         if world == 1:
             return saved.get(key)
-        states = saved.get("rank_states" if key == "state" else "rank_logs")
+        states = saved.get({"state": "rank_states", "log": "rank_logs", "clock": "rank_clocks"}[key])
         return states[rank] if states is not None and len(states) == world else None
 
     def on_train_start(self) -> None:
@@ -182,7 +184,9 @@ class SeededTraining(L.LightningModule):
         loop = self.trainer.fit_loop
         if not loop.restarted_mid_epoch:
             return
-        self._epoch_images, self._epoch_t0 = 0, time.perf_counter()
+        clock = self._saved_state("clock")  # the epoch's images and seconds count the part before the stop
+        images, seconds = clock if clock is not None else (0, 0.0)
+        self._epoch_images, self._epoch_t0 = int(images), time.perf_counter() - float(seconds)
         self._generator = start_epoch_randomness(self, self.seed)
         log = self._saved_state("log")
         if log is not None:  # the means logged at the epoch's end cover the steps before the restart too

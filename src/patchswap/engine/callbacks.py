@@ -96,7 +96,9 @@ class EpochMetricsCSV(L.Callback):
             return
         rows = self._read()
         earlier = [r for r in rows if int(r["epoch"]) != trainer.current_epoch]
-        if images == 0 and len(earlier) < len(rows):
+        ran = getattr(pl_module, "ran_batches_here", None)
+        none_here = not ran() if ran is not None else images == 0
+        if none_here and len(earlier) < len(rows):
             return  # resumed at this epoch's end: its batches ran (and were logged) before the restart
         row: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         for key, value in metrics.items():

@@ -109,10 +109,18 @@ class SeededTraining(L.LightningModule):
 
     _saved_generator: dict[str, Any] | None = None
 
+    _batches_here: int = 0  # batches this process has trained on in the current epoch
+
     def on_train_epoch_start(self) -> None:
         self._generator = start_epoch_randomness(self, self.seed)
         self._epoch_images = 0
         self._epoch_t0 = time.perf_counter()
+        self._batches_here = 0
+
+    def ran_batches_here(self) -> bool:
+        """Whether this process trained on any batch of the current epoch (False for a run resumed from
+        a checkpoint written at its epoch's end, whose batches all ran before the restart)."""
+        return self._batches_here > 0
 
     _saved_method_states: list[Any] | None = None
 
@@ -187,6 +195,7 @@ class SeededTraining(L.LightningModule):
         clock = self._saved_state("clock")  # the epoch's images and seconds count the part before the stop
         images, seconds = clock if clock is not None else (0, 0.0)
         self._epoch_images, self._epoch_t0 = int(images), time.perf_counter() - float(seconds)
+        self._batches_here = 0
         self._generator = start_epoch_randomness(self, self.seed)
         log = self._saved_state("log")
         if log is not None:  # the means logged at the epoch's end cover the steps before the restart too
@@ -204,6 +213,7 @@ class SeededTraining(L.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         seed_step(self, self.seed, batch_idx)
+        self._batches_here += 1
 
     def epoch_throughput(self) -> tuple[int, float]:
         """Images trained on and seconds spent so far in the current epoch (this process)."""

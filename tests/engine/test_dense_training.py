@@ -118,6 +118,15 @@ def test_same_seed_same_weights(segment_ips_run, tiny_run, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_transfer_resume_refuses_what_would_make_it_another_run(tmp_path):
+    """As `train --resume`: only SAFE_ON_RESUME may change, and onecycle cannot change its length."""
+    load_transfer_config(None, {"optim.schedule": "onecycle"}).dump(tmp_path / "config.yaml")
+    with pytest.raises(RunError, match=r"cannot change optim\.lr .*saved 0\.02, given 0\.5"):
+        resume_transfer(tmp_path, {"optim.lr": "0.5"})
+    with pytest.raises(RunError, match="onecycle.*cannot be lengthened"):
+        resume_transfer(tmp_path, {"trainer.epochs": "20"})
+
+
 @needs_mnist
 def test_existing_run_refuses_and_resume_continues(segment_ips_run, tmp_path):
     run_dir, _ = segment_ips_run

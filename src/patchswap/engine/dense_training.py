@@ -30,6 +30,7 @@ from patchswap.engine.harness import (
     resolve_precision,
     run_callbacks,
 )
+from patchswap.engine.resuming import check_resume_change
 from patchswap.engine.selection import fit_and_select, run_record
 from patchswap.engine.transfer_config import TransferConfig, method_options
 from patchswap.evaluation.plots import plot_training_curves
@@ -166,8 +167,11 @@ def resume_transfer(run_dir: str | Path, overrides: dict[str, str] | None = None
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise RunError(f"{run_dir} is not a transfer run directory: config.yaml is missing")
+    saved = load_transfer_config([run_dir / "config.yaml"])
+    saved.trainer.run_dir = str(run_dir)
     cfg = load_transfer_config([run_dir / "config.yaml"], overrides)
     cfg.trainer.run_dir = str(run_dir)
+    check_resume_change(saved.to_dict(), cfg, run_dir, "transfer")
     return train_transfer(cfg, resume=True)
 
 

@@ -23,7 +23,14 @@ from patchswap.engine.errors import RunError
 from patchswap.engine.guard import step_checkpoints
 from patchswap.runs import CheckpointError, load_checkpoint
 
-__all__ = ["SAFE_ON_RESUME", "check_matches_module", "config_differences", "resume_config", "resume_point"]
+__all__ = [
+    "SAFE_ON_RESUME",
+    "check_matches_module",
+    "check_resume_change",
+    "config_differences",
+    "resume_config",
+    "resume_point",
+]
 
 SAFE_ON_RESUME = frozenset(
     {
@@ -89,6 +96,13 @@ def resume_config(
         cfg.set(key, text, from_text=True)
     cfg = cfg.resolved()
     cfg.validate()
+    check_resume_change(base, cfg, run_dir, command)
+    return cfg
+
+
+def check_resume_change(base: dict[str, Any], cfg: Any, run_dir: Path, command: str) -> None:
+    """Refuse a resumed config that differs from the saved ``base`` outside :data:`SAFE_ON_RESUME`, and
+    check or announce a change of the run's length."""
     unsafe = {k: v for k, v in config_differences(base, cfg.to_dict()).items() if k not in SAFE_ON_RESUME}
     if unsafe:
         lines = "; ".join(f"{k}: saved {a!r}, given {b!r}" for k, (a, b) in unsafe.items())
@@ -99,7 +113,6 @@ def resume_config(
             "with your flags and another --trainer.run_dir"
         )
     _check_length_change(base, cfg, run_dir, command)
-    return cfg
 
 
 def _check_length_change(base: dict[str, Any], cfg: Any, run_dir: Path, command: str) -> None:

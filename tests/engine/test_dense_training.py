@@ -125,6 +125,8 @@ def test_transfer_resume_refuses_what_would_make_it_another_run(tmp_path):
         resume_transfer(tmp_path, {"optim.lr": "0.5"})
     with pytest.raises(RunError, match="onecycle.*cannot be lengthened"):
         resume_transfer(tmp_path, {"trainer.epochs": "20"})
+    with pytest.raises(RunError, match="trainer.devices 3 on resume: .*onecycle.*steps per epoch"):
+        resume_transfer(tmp_path, {"trainer.devices": "3"})
 
 
 @needs_mnist

@@ -118,10 +118,22 @@ def check_resume_change(base: dict[str, Any], cfg: Any, run_dir: Path, command: 
 def _check_length_change(base: dict[str, Any], cfg: Any, run_dir: Path, command: str) -> None:
     """More (or fewer) epochs on resume: refused for onecycle, whose total steps are fixed at the start;
     otherwise said out loud, because everything scaled by the run's length follows the new length."""
-    old, new = (base.get("trainer") or {}).get("epochs"), cfg.trainer.epochs
+    saved_trainer = base.get("trainer") or {}
+    old, new = saved_trainer.get("epochs"), cfg.trainer.epochs
+    schedule = getattr(getattr(cfg, "optim", None), "schedule", None)
+    if schedule == "onecycle":  # steps per epoch follow the number of processes
+        now = {k: getattr(cfg.trainer, k) for k in ("devices", "num_nodes")}
+        moved = [k for k, v in now.items() if saved_trainer.get(k, v) != v]
+        if moved:
+            key = moved[0]
+            raise RunError(
+                f"--trainer.{key} {now[key]} on resume: this run uses optim.schedule onecycle, whose total "
+                "number of steps was fixed when it started, and another number of processes changes the "
+                f"steps per epoch. Resume with trainer.{key} {saved_trainer[key]!r}, or start a new run: "
+                f"patchswap {command} --config {run_dir / 'config.yaml'} --trainer.run_dir NEW_DIR"
+            )
     if old is None or old == new:
         return
-    schedule = getattr(getattr(cfg, "optim", None), "schedule", None)
     if schedule == "onecycle":
         raise RunError(
             f"--trainer.epochs {new} on resume: this run uses optim.schedule onecycle, whose total number of "

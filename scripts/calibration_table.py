@@ -6,6 +6,10 @@ repository root, e.g.
 
     python scripts/calibration_table.py docs/results/finetune-cifar5/runs/study \
         --out docs/results/finetune-cifar5/calibration.md
+
+``--reference ENTRY`` (repeatable) adds a table of every other entry's per-seed difference to it in
+NLL after each run's own temperature, on val and on test (mean +- std, 95% interval by Student's t,
+seeds lower): which entry gives the better probabilities once every run is calibrated.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import argparse
 import json
 import statistics
 from pathlib import Path
+
+from patchswap.study.report import t_interval
 
 
 def cell(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
@@ -24,11 +30,45 @@ def cell(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
 
 
 def read_reports(runs: Path) -> dict[str, list[dict]]:
-    """``entry -> [calibration.json of each calibrated seed]``, seeds in order."""
+    """``entry -> [calibration.json of each calibrated seed]``, seeds in order (each with its ``seed``)."""
     rows: dict[str, list[dict]] = {}
-    for path in sorted(runs.glob("*/s*/calibration.json")):
-        rows.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text()))
+    paths = sorted(runs.glob("*/s*/calibration.json"), key=lambda p: (p.parent.parent.name, _seed(p)))
+    for path in paths:
+        rows.setdefault(path.parent.parent.name, []).append(
+            {**json.loads(path.read_text()), "seed": _seed(path)}
+        )
     return rows
+
+
+def _seed(path: Path) -> int:
+    return int(path.parent.name.removeprefix("s"))
+
+
+def paired_table(rows: dict[str, list[dict]], reference: str) -> list[str]:
+    """Every entry minus ``reference`` in NLL after temperature scaling, seed by seed."""
+    ref = {r["seed"]: r for r in rows[reference]}
+    lines = [
+        "",
+        f"Paired with `{reference}` by seed, both after their own temperature: the per-seed difference in "
+        "NLL, mean +- std, its 95% interval (Student's t), and in how many seeds the entry's NLL is lower.",
+        "",
+        "| entry | seeds | val NLL diff | val 95% CI | lower on val "
+        "| test NLL diff | test 95% CI | lower on test |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for entry, reports in sorted(rows.items()):
+        mine = [r for r in reports if r["seed"] in ref]
+        if entry == reference or not mine:
+            continue
+        cells = []
+        for split in ("val", "test"):
+            diffs = [r[split]["nll_after"] - ref[r["seed"]][split]["nll_after"] for r in mine]
+            m, sd, half = t_interval(diffs)
+            ci = "-" if half is None else f"[{m - half:+.4f}, {m + half:+.4f}]"
+            spread = f"{m:+.4f}" if len(diffs) == 1 else f"{m:+.4f} +- {sd:.4f}"
+            cells += [spread, ci, f"{sum(d < 0 for d in diffs)}/{len(diffs)}"]
+        lines.append(f"| {entry} | {len(mine)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def table(rows: dict[str, list[dict]]) -> list[str]:
@@ -65,13 +105,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", type=Path, help="a study's runs folder: <entry>/s<seed>/calibration.json")
     ap.add_argument("--out", type=Path, default=None, help="default: RUNS/calibration.md")
+    ap.add_argument("--reference", action="append", default=[], help="entry to pair the others with")
     args = ap.parse_args()
     rows = read_reports(args.runs)
     if not rows:
         raise SystemExit(
             f"no {args.runs}/<entry>/s<seed>/calibration.json: run `patchswap calibrate RUN` first"
         )
+    unknown = [r for r in args.reference if r not in rows]
+    if unknown:
+        raise SystemExit(
+            f"--reference {unknown[0]}: no calibrated runs of it (entries: {', '.join(sorted(rows))})"
+        )
     lines = table(rows)
+    for reference in args.reference:
+        lines += paired_table(rows, reference)
     out = args.out or args.runs / "calibration.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -45,5 +45,5 @@ phase 0,1,2,3,4 ce,ce-2x,ips \
   && phase 0,1,2,3,4 ips-half,ips-inbatch,ce-inbatch \
   && phase 0,1,2 ips-mixed,ips-kl-ramp,ips-kl-decay || true
 $PS compare "$STUDY/study.yaml" --report-only
-$PY scripts/calibration_table.py "$STUDY/runs/study"
+$PY scripts/calibration_table.py "$STUDY/runs/study" --reference ips --reference ce-2x
 $PY scripts/export_study_weights.py "$STUDY"

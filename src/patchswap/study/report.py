@@ -137,6 +137,16 @@ _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.045, 2.042)  # fmt: skip
 
 
+def t_interval(diffs: list[float]) -> tuple[float, float, float | None]:
+    """Mean, sample std and the half-width of the two-sided 95% interval (Student's t) of paired
+    differences; the half-width is None for a single difference."""
+    m, sd = _mean_std(diffs)
+    if len(diffs) < 2:
+        return m, sd, None
+    dof = len(diffs) - 1
+    return m, sd, (_T95[dof - 1] if dof <= len(_T95) else 1.96) * sd / math.sqrt(len(diffs))
+
+
 def paired_differences(rows: list[dict[str, Any]], entry: str, reference: str, column: str) -> list[float]:
     """``entry - reference`` in ``column``, seed by seed, over the seeds both have finished.
 
@@ -171,12 +181,8 @@ def _paired_table(rows: list[dict[str, Any]], ranked: list[str], label: str, ref
             if not diffs:
                 cells += ["-", "-", "-"]
                 continue
-            m, sd = _mean_std(diffs)
-            ci = "-"
-            if len(diffs) > 1:
-                dof = len(diffs) - 1
-                half = (_T95[dof - 1] if dof <= len(_T95) else 1.96) * sd / math.sqrt(len(diffs))
-                ci = f"[{m - half:+.2f}, {m + half:+.2f}]"
+            m, sd, half = t_interval(diffs)
+            ci = "-" if half is None else f"[{m - half:+.2f}, {m + half:+.2f}]"
             cells += [_pm(m, sd, len(diffs), 1.0, 2), ci, f"{sum(d > 0 for d in diffs)}/{len(diffs)}"]
         if n:
             lines.append(f"| {entry} | {n} | " + " | ".join(cells) + " |")

@@ -18,8 +18,8 @@ if [[ ! -f "$STUDY/runs/pretrain/summary.json" ]]; then
     $PS train --config "$STUDY/pretrain.yaml"
   fi
 fi
-for seed in 0 1 2; do        # seed by seed, so a stop leaves complete seeds
-  for entry in ce ips ce-2x; do
+for seed in 0 1 2 3 4; do    # seed by seed, so a stop leaves complete seeds
+  for entry in ce ips ce-2x ips-inbatch ips-inbatch-2x; do
     late && { echo "past $STOP_AT: no new runs"; break 2; }
     $PS compare "$STUDY/study.yaml" --entries "$entry" --seeds "$seed"
     run="$STUDY/runs/study/$entry/s$seed"

@@ -93,6 +93,7 @@ def patchswap_epoch(
             "data.batch_size": str(batch),
             "model.name": "resnet8",
             "method": "ips",
+            "ips.pairing": "partner",  # the seed's loop: a partner per anchor, two images each
             "ips.grid": "2",
             "trainer.epochs": "1",
             "trainer.progress_bar": "false",

@@ -116,6 +116,7 @@ class Interleave(L.Callback):
 def overrides(args: argparse.Namespace, images: int, precision: str, compiled: bool, epochs: int) -> dict:
     return {
         "method": "ips",
+        "ips.pairing": "partner",  # the plain loop's sampler: a partner per anchor
         "data.name": args.data,
         "data.val_split": "0",
         "data.batch_size": str(images // 2),

@@ -75,7 +75,7 @@ rm -rf "$PROBE"
 probe() {  # $1 = trainings at once; prints their total images/s
   local n=$1 pids=() i
   for i in $(seq 1 "$n"); do
-    "$PY" -m patchswap.cli train --method ips --data.name "npz:$DATA" --data.val_split 0 \
+    "$PY" -m patchswap.cli train --method ips --ips.pairing partner --data.name "npz:$DATA" --data.val_split 0 \
       --data.batch_size "$BATCH" --model.name "$MODEL" --trainer.accelerator "$ACCEL" \
       --trainer.precision "$PRECISION" --trainer.epochs 2 --trainer.limit_train_batches "$PROBE_BATCHES" \
       --trainer.progress_bar false --trainer.seed "$i" --trainer.run_dir "$PROBE/j$n-$i" >/dev/null 2>&1 &
@@ -129,7 +129,7 @@ set:
 entries:
   ce: {method: ce}
   ce-2x: {method: ce, trainer.epochs: $((2 * EPOCHS))}
-  ips: {method: ips}
+  ips: {method: ips, ips.pairing: partner}  # the paper's sampler: ce-2x's images
 EOF
 "$PY" -m patchswap.cli compare "$OUTDIR/study.yaml" --jobs "$JOBS"
 T4=$(date +%s)

@@ -90,7 +90,10 @@ def test_eval_metrics_ignore_padding():
 
 
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
-DDP_EPOCHS, DDP_TRAIN = 2, 320  # 320 anchors, 32 pairs per step on each of 2 ranks: 5 steps per epoch
+DDP_EPOCHS, DDP_TRAIN = 2, 320  # 320 images, 32 per step on each of 2 ranks: 5 steps per epoch
+# ips (in-batch pairs): 340 images, 33-35 per class, 8 groups of 4 each; 8 classes x 4 per batch on each of
+# 2 ranks: 5 steps per epoch (320 would leave 79 groups, 9 batches, 4 steps per rank)
+DDP_IPS_TRAIN = 340
 CLI = [sys.executable, "-m", "patchswap.cli", "train"]
 
 
@@ -112,7 +115,7 @@ def _run_ddp(argv, env, timeout=280):
 def ddp_run(tmp_path_factory, tiny_argv, subprocess_env):
     """One uninterrupted 2-process IPS run: its run dir."""
     run_dir = tmp_path_factory.mktemp("ddp") / "ddp"
-    argv = tiny_argv(run_dir, trainer__epochs=str(DDP_EPOCHS), data__train_subset=str(DDP_TRAIN))
+    argv = tiny_argv(run_dir, trainer__epochs=str(DDP_EPOCHS), data__train_subset=str(DDP_IPS_TRAIN))
     proc = _run_ddp([*CLI, *argv, *DDP], subprocess_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
@@ -132,7 +135,7 @@ def test_two_process_ddp_run_trains_checkpoints_once_and_evaluates_the_same_in_o
     with (run_dir / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1], "one row per epoch, written by rank 0 only"
-    steps_per_epoch = DDP_TRAIN // (32 * 2)
+    steps_per_epoch = 5
     assert int(rows[-1]["step"]) == DDP_EPOCHS * steps_per_epoch
     summary = json.loads((run_dir / "summary.json").read_text())
     # The val accuracy of the last epoch was computed by 2 ranks on sharded, padded batches; in one
@@ -156,7 +159,7 @@ def test_ddp_killed_mid_epoch_resumes_every_rank_to_the_uninterrupted_weights(
     argv = tiny_argv(
         run_dir,
         trainer__epochs=str(DDP_EPOCHS),
-        data__train_subset=str(DDP_TRAIN),
+        data__train_subset=str(DDP_IPS_TRAIN),
         trainer__checkpoint_every_n_steps="4",
     )
     killed = _run_ddp([*CLI, *argv, *DDP], {**subprocess_env, "PATCHSWAP_FAULT_AT_STEP": "9"})
@@ -272,7 +275,10 @@ def test_ddp_failed_checkpoint_write_ends_every_rank_with_the_clear_error(
     script.write_text(FAILING_WRITE)
     run_dir = tmp_path / "run"
     argv = tiny_argv(
-        run_dir, trainer__epochs="1", data__train_subset=str(DDP_TRAIN), trainer__checkpoint_every_n_steps="2"
+        run_dir,
+        trainer__epochs="1",
+        data__train_subset=str(DDP_IPS_TRAIN),
+        trainer__checkpoint_every_n_steps="2",
     )
     proc = _run_ddp([sys.executable, str(script), "train", *argv, *DDP], subprocess_env, timeout=100)
     assert proc.returncode == 74, proc.stderr[-3000:]

@@ -1,7 +1,7 @@
 """Preemption-proof training: exact mid-epoch resume after SIGKILL, signals, checkpoint policy, disk
 faults, divergence, the run-directory policy and precision auto.
 
-The kill-and-resume runs are tiny (192 digits, 6 steps per epoch, 3 epochs): each method is killed three
+The kill-and-resume runs are tiny (200 digits, 6 steps per epoch, 3 epochs): each method is killed three
 times in one chain -- right after a step checkpoint, at the last step of an epoch, in the middle of
 an epoch -- each time resumed in a new process, and the final weights must equal an uninterrupted run's.
 """
@@ -36,8 +36,8 @@ from patchswap.runs import CheckpointError, load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-STEPS = 6  # 192 training images, 32 per batch (pairs for ips)
-SMALL = {"data__train_subset": "192", "trainer__precision": "32-true"}
+STEPS = 6  # 200 training images, 32 per batch (ips: in-batch pairs, 20 per class: 5 groups of 4 each)
+SMALL = {"data__train_subset": "200", "trainer__precision": "32-true"}
 CMD = [sys.executable, "-m", "patchswap.cli", "train"]
 
 
@@ -332,6 +332,29 @@ def test_a_nonfinite_loss_stops_at_its_step_and_keeps_the_last_finite_checkpoint
         state = load_checkpoint(last)["state_dict"]
         assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
     assert not (run_dir / "summary.json").exists()
+
+
+def test_weights_an_update_overflowed_are_never_written_even_when_the_loss_was_finite(tmp_path):
+    """A huge step can turn the weights infinite while the loss it came from was finite: the check that
+    runs before every checkpoint write reads the weights too, and stops with the step and the advice."""
+    from types import SimpleNamespace
+
+    from patchswap.engine.config import TrainerSection
+    from patchswap.engine.guard import RunGuard
+
+    guard = RunGuard(tmp_path, TrainerSection(), resume_command="patchswap train --resume x")
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    trainer = SimpleNamespace(lightning_module=net, world_size=1, global_step=7, current_epoch=1)
+    guard._track_loss(trainer, torch.tensor(0.5))  # the step's loss: finite
+    guard._check_nonfinite(trainer, before_write=True)  # finite weights: nothing to say
+    with torch.no_grad():
+        net[1].running_var[0] = float("inf")  # a buffer counts as much as a weight
+    guard._check_nonfinite(trainer)  # between writes only the loss is read (no sync per step)
+    with pytest.raises(TrainingDiverged) as e:
+        guard._check_nonfinite(trainer, before_write=True)
+    msg = str(e.value)
+    assert "weights became not finite at step 7" in msg and "(epoch 2)" in msg
+    assert "no checkpoint was written before it" in msg and "optim.lr" in msg
 
 
 # -- the run directory ----------------------------------------------------------------------------

@@ -68,12 +68,12 @@ def test_training_steps_read_nothing_back_and_each_epoch_prints_one_line(
 ):
     # As on an accelerator: no per-step check may read a value (on the CPU they do, as it is free).
     monkeypatch.setattr("patchswap.losses.VALUE_CHECK_DEVICES", ())
-    cfg = load_config(None, tiny_overrides(tmp_path / "run", trainer__epochs=2, data__train_subset=128))
+    cfg = load_config(None, tiny_overrides(tmp_path / "run", trainer__epochs=2, data__train_subset=160))
     run = ClassificationRun(cfg)
     watch = _StepWatch()
     trainer = run.trainer(tmp_path / "run", callbacks=[watch.callback])
     trainer.fit(run.module, datamodule=run.datamodule)
-    assert len(watch.reads) == 2 * (128 // 32)
+    assert len(watch.reads) == 2 * (160 // 32)  # 16 per class: 4 groups of 4, 8 classes per batch
     assert watch.reads == [0] * len(watch.reads)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in lines] == ["1/2", "2/2"]

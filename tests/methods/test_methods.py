@@ -251,13 +251,20 @@ def test_prob_warmup_ramps_prob_linearly_then_holds():
 
 
 def test_sampler_options_pass_the_partner_rule():
-    assert create_method("ips").sampler_options(64) == {"partner": "same_class"}
-    opts = create_method("ips", partner="any_class").sampler_options(64)
+    # The default pairs inside P x K batches of ce's size; the paper's sampler passes the partner rule.
+    assert create_method("ips").sampler_options(64) == {
+        "pairs_per_batch": 32,
+        "mode": "in_batch",
+        "samples_per_class": 0,
+    }
+    assert create_method("ips", pairing="partner").sampler_options(64) == {"partner": "same_class"}
+    opts = create_method("ips", pairing="partner", partner="any_class").sampler_options(64)
     assert opts == {"partner": "any_class"}
     assert create_method("ce").sampler_options(64) == {}
 
     labels = np.repeat(np.arange(10), 20)
-    same = ClassPairBatchSampler(labels, 50, seed=0, **create_method("ips").sampler_options(64))
+    paper = create_method("ips", pairing="partner").sampler_options(64)
+    same = ClassPairBatchSampler(labels, 50, seed=0, **paper)
     anyc = ClassPairBatchSampler(labels, 50, seed=0, **opts)
     assert (labels[same.pairs()[:, 0]] == labels[same.pairs()[:, 1]]).all()
     mismatched = (labels[anyc.pairs()[:, 0]] != labels[anyc.pairs()[:, 1]]).mean()

@@ -15,9 +15,11 @@ after the module's, like its own ``ModelCheckpoint``):
   (status 130). With ``trainer.requeue`` under SLURM the job is requeued after the checkpoint.
 - A loss that is not finite stops the run (``trainer.on_nonfinite stop``, :class:`TrainingDiverged`,
   exit status 65) before any checkpoint of the diverged weights is written, or skips that step's
-  update (``skip_step``). On the CPU the check runs every step; on an accelerator the first bad step is
-  recorded on the device and read where the host waits anyway (every ``log_every_n_steps`` steps,
-  before a checkpoint, at validation and at the epoch's end), so training never waits for it.
+  update (``skip_step``). On the CPU the check runs every step; on an accelerator the first bad step
+  is recorded on the device and read where the host waits anyway (every ``log_every_n_steps`` steps,
+  before a checkpoint, at validation and at the epoch's end), so training never waits for it. Before
+  every write the weights are checked too (in both modes): an update can overflow them while its
+  loss was finite.
 
 Under DDP the ranks agree (one all-reduce) on stopping and on time-based checkpoints every
 ``log_every_n_steps`` steps; step-count checkpoints need no agreement. An error raised on one rank
@@ -51,6 +53,12 @@ STOP_SIGNALS = tuple(
     s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGINT", "SIGUSR1")) if s is not None
 )
 _STEP_PREFIX = "step-"
+
+
+def _weights_finite(module: torch.nn.Module) -> bool:
+    """Whether every floating-point tensor of the module's state (weights, buffers, EMA) is finite."""
+    flags = [torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def step_checkpoints(ckpt_dir: str | Path) -> list[Path]:
@@ -137,16 +145,21 @@ class RunGuard(Checkpoint):
         first = (self._bad_step < 0) & bad
         self._bad_step = torch.where(first, self._bad_step.new_full((), step), self._bad_step)
 
-    def _check_nonfinite(self, trainer: L.Trainer) -> None:
-        """Read the recorded first bad step (a host-device sync: only where one happens anyway)."""
-        if self.skip_nonfinite:
-            return
-        bad = int(self._bad_step) if self._bad_step is not None else -1
-        (bad_plus,) = self._agree(trainer, [bad + 1])
+    def _check_nonfinite(self, trainer: L.Trainer, *, before_write: bool = False) -> None:
+        """Read the recorded first bad step (a host-device sync: only where one happens anyway); before a
+        checkpoint write, also check the weights themselves: an update can overflow them while the loss
+        it came from was finite (a huge learning rate), and such weights must not be written either."""
+        bad = -1
+        if not self.skip_nonfinite and self._bad_step is not None:
+            bad = int(self._bad_step)
+        weights_bad = int(before_write and not _weights_finite(trainer.lightning_module))
+        bad_plus, weights_bad = self._agree(trainer, [bad + 1, weights_bad])
         if bad_plus > 0:
             self._diverged(trainer, bad_plus - 1, float("nan"))
+        if weights_bad:
+            self._diverged(trainer, trainer.global_step, float("nan"), weights=True)
 
-    def _diverged(self, trainer: L.Trainer, step: int, value: float) -> None:
+    def _diverged(self, trainer: L.Trainer, step: int, value: float, *, weights: bool = False) -> None:
         last = self.ckpt_dir / "last.ckpt"
         kept = (
             f"{last} holds the last checkpoint written before it"
@@ -154,10 +167,15 @@ class RunGuard(Checkpoint):
             else "no checkpoint was written before it"
         )
         what = "NaN" if math.isnan(value) else ("infinite" if math.isinf(value) else "not finite")
+        happened = (
+            f"the weights became not finite at step {step} (an update overflowed; its loss was finite)"
+            if weights
+            else f"the training loss became {what} at step {step}"
+        )
         module: Any = trainer.lightning_module
         lr = getattr(getattr(module, "optim_cfg", None), "lr", None)
         raise TrainingDiverged(
-            f"the training loss became {what} at step {step} (epoch {trainer.current_epoch + 1}); "
+            f"{happened} (epoch {trainer.current_epoch + 1}); "
             f"training stopped there and {kept}. Likely causes: a learning rate too high for this model "
             f"and batch size (optim.lr = {lr}: try it 10x lower, or optim.warmup_epochs), or a precision "
             f"too narrow (trainer.precision = {self.precision}: try bf16-mixed or 32-true). "
@@ -187,7 +205,7 @@ class RunGuard(Checkpoint):
 
     # -- checkpoints -----------------------------------------------------------------------------
     def _save(self, trainer: L.Trainer, *, step_file: bool) -> Path:
-        self._check_nonfinite(trainer)  # never write diverged weights over the last finite ones
+        self._check_nonfinite(trainer, before_write=True)  # never write diverged weights over finite ones
         last = self.ckpt_dir / "last.ckpt"
         if self.keep and step_file:
             path = self.ckpt_dir / f"{_STEP_PREFIX}{trainer.global_step:09d}.ckpt"
@@ -227,10 +245,10 @@ class RunGuard(Checkpoint):
             self._stop(trainer, path)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._check_nonfinite(trainer)  # before best.ckpt can be written
+        self._check_nonfinite(trainer, before_write=True)  # before best.ckpt can be written
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._check_nonfinite(trainer)  # before best.ckpt and last.ckpt of the epoch are written
+        self._check_nonfinite(trainer, before_write=True)  # before the epoch's best.ckpt and last.ckpt
 
     def finish_epoch(self, trainer: L.Trainer) -> None:
         """After the epoch's best and last checkpoints (see :attr:`after_checkpoints`): stop if asked."""

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,15 @@ STOP_SIGNALS = tuple(
 _STEP_PREFIX = "step-"
 
 
+def _all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether every element of every tensor is finite: one reduction, one host read (a sync on a GPU)."""
+    flags = [torch.isfinite(t).all() for t in tensors]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
 def _weights_finite(module: torch.nn.Module) -> bool:
     """Whether every floating-point tensor of the module's state (weights, buffers, EMA) is finite."""
-    flags = [torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point()]
-    return bool(torch.stack(flags).all()) if flags else True
+    return _all_finite(t for t in module.state_dict().values() if t.is_floating_point())
 
 
 def step_checkpoints(ckpt_dir: str | Path) -> list[Path]:
@@ -187,11 +193,8 @@ class RunGuard(Checkpoint):
     ) -> None:
         if not self.skip_nonfinite:
             return
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if not grads:
-            return
-        finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
-        if not bool(finite):  # skip_step reads this every step (a host-device sync on an accelerator)
+        grads = (p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None)
+        if not _all_finite(grads):  # skip_step reads this every step (a host-device sync on an accelerator)
             for g in optimizer.param_groups:
                 for p in g["params"]:
                     p.grad = None  # SGD and AdamW leave a parameter without a gradient untouched

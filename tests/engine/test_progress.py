@@ -6,7 +6,14 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from patchswap.engine.config import load_config
-from patchswap.engine.progress import EpochProgressBar, HostScalar, format_duration, progress_callback
+from patchswap.engine.harness import lightning_trainer
+from patchswap.engine.progress import (
+    EpochLines,
+    EpochProgressBar,
+    HostScalar,
+    format_duration,
+    progress_callback,
+)
 from patchswap.engine.training import ClassificationRun
 
 
@@ -27,6 +34,27 @@ def test_host_scalar_reads_cpu_values_at_once():
 def test_the_bar_or_the_lines():
     assert isinstance(progress_callback(True, 5), EpochProgressBar)
     assert not isinstance(progress_callback(False, 5), EpochProgressBar)
+
+
+def _shown(trainer) -> list[type]:
+    return [type(c) for c in trainer.callbacks if isinstance(c, (EpochLines, EpochProgressBar))]
+
+
+def test_a_bar_only_where_it_can_redraw_lines_into_a_log_file(tmp_path, monkeypatch):
+    t = load_config(None, {"trainer.progress_bar": "true"}).trainer
+    # Output into a file (as under pytest's capture, nohup or SLURM): one line per epoch, no bar.
+    with open(tmp_path / "log.txt", "w") as log:
+        monkeypatch.setattr("sys.stderr", log)
+        trainer = lightning_trainer(t, tmp_path / "run")
+    assert _shown(trainer) == [EpochLines] and trainer.progress_bar_callback is None
+    # A terminal: the bar, and Lightning's own bar is not added beside it.
+    monkeypatch.setattr("patchswap.engine.harness.interactive", lambda: True)
+    trainer = lightning_trainer(t, tmp_path / "run")
+    assert _shown(trainer) == [EpochProgressBar]
+    assert isinstance(trainer.progress_bar_callback, EpochProgressBar)
+    # Asked for none: lines even in a terminal.
+    t = load_config(None, {"trainer.progress_bar": "false"}).trainer
+    assert _shown(lightning_trainer(t, tmp_path / "run")) == [EpochLines]
 
 
 class _HostReads(TorchDispatchMode):

@@ -60,7 +60,11 @@ class DataSection:
     label_noise: str | None = opt(
         None, "symmetric:0.8 or asymmetric:0.4 (train and val labels; test stays clean)"
     )
-    batch_size: int = opt(64, "samples drawn per step; pair methods add one partner per sample")
+    batch_size: int = opt(
+        64,
+        "samples drawn per step; pairs made by a partner per sample (cskd, ips.pairing partner) double "
+        "it; ips in_batch / half pairs inside it",
+    )
     eval_batch_size: int = opt(256, "images per step when validating and testing")
     num_workers: int = opt(0, "DataLoader workers for image folders (in-memory data needs none)")
     on_bad_image: str = opt("skip", "image folders: skip (count + warning) or error on unusable files")
@@ -140,7 +144,9 @@ class TrainerSection:
         1, "validate every N epochs (and on the last one): cheaper small-data studies"
     )
     early_stopping_patience: int = opt(0, "validation checks without improvement before stopping (0 = off)")
-    progress_bar: bool = opt(True, "show a progress bar while training")
+    progress_bar: bool = opt(
+        True, "a progress bar while training where stderr is a terminal (else one line per epoch)"
+    )
     log_every_n_steps: int = opt(20, "log training metrics every N steps")
     limit_train_batches: float = opt(1.0, "fraction (<= 1) or count of batches per epoch, for smoke runs")
     deterministic: bool = opt(False, "ask torch for deterministic kernels (slower on GPU)")

@@ -23,7 +23,7 @@ from patchswap.engine.callbacks import FAULT_ENV, EpochMetricsCSV, FaultInjectio
 from patchswap.engine.checkpoint import AtomicCheckpointIO
 from patchswap.engine.config import TrainerSection
 from patchswap.engine.errors import RunError
-from patchswap.engine.progress import progress_callback
+from patchswap.engine.progress import interactive, progress_callback
 
 RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "curves.png", "tensorboard", "checkpoints")
 """What a training run writes in its run directory (and what --overwrite removes, nothing else)."""
@@ -58,8 +58,9 @@ def lightning_trainer(
         devices, strategy = 1, "auto"
     limit: Any = int(t.limit_train_batches) if t.limit_train_batches > 1 else t.limit_train_batches
     cbs = list(callbacks or [])
+    bar = t.progress_bar and interactive()  # a log file gets one line per epoch, not every redraw
     if fit:  # a bar refreshed every few steps, or one line per epoch (engine/progress.py)
-        cbs.append(progress_callback(t.progress_bar, refresh_rate=max(1, t.log_every_n_steps // 4)))
+        cbs.append(progress_callback(bar, refresh_rate=max(1, t.log_every_n_steps // 4)))
     logger: Any = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="") if fit else False
     plugins: list[Any] = [AtomicCheckpointIO()]
     if fit and getattr(t, "requeue", False):
@@ -79,7 +80,7 @@ def lightning_trainer(
         logger=logger,
         plugins=plugins,
         use_distributed_sampler=False,  # our batch samplers shard pairs themselves
-        enable_progress_bar=t.progress_bar and fit,
+        enable_progress_bar=bar and fit,
         enable_model_summary=False,
         enable_checkpointing=fit,
         log_every_n_steps=t.log_every_n_steps,

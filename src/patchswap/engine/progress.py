@@ -5,7 +5,8 @@
   refreshed every ``refresh_rate`` steps. Reading the loss never waits for the device: a refresh
   starts a non-blocking copy of the loss to the host and shows the value of the previous copy once
   the device has finished it (:class:`HostScalar`).
-* :class:`EpochLines` (``trainer.progress_bar false``): one line per epoch, e.g.
+* :class:`EpochLines` (``trainer.progress_bar false``, or output that is not a terminal): one line
+  per epoch, e.g.
   ``epoch 3/30  loss 1.2031  acc 0.571  val acc 0.602 nll 1.164 ece 0.031  2,310 img/s  12.3 s  left 5:36``.
 
 Both read epoch values (reduced once per epoch) from ``trainer.callback_metrics`` and images/s
@@ -15,6 +16,7 @@ from the module's host clock (``epoch_throughput``), so neither adds a host-devi
 from __future__ import annotations
 
 import math
+import sys
 import time
 from typing import Any
 
@@ -22,7 +24,14 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-__all__ = ["EpochLines", "EpochProgressBar", "HostScalar", "format_duration", "progress_callback"]
+__all__ = [
+    "EpochLines",
+    "EpochProgressBar",
+    "HostScalar",
+    "format_duration",
+    "interactive",
+    "progress_callback",
+]
 
 
 def format_duration(seconds: float) -> str:
@@ -201,6 +210,20 @@ class EpochLines(L.Callback):
             self._print(self.line(trainer, pl_module), flush=True)
 
 
+def interactive() -> bool:
+    """Whether a bar can redraw itself: stderr is a terminal, or a notebook renders it.
+
+    Redirected to a file (``nohup``, a SLURM log, ``> train.log``) every refresh of a bar is kept as
+    text, thousands of partial lines per run; one line per epoch is what such a log should hold.
+    """
+    if "ipykernel" in sys.modules:
+        return True
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
 def progress_callback(progress_bar: bool, refresh_rate: int) -> L.Callback:
-    """The bar (``trainer.progress_bar true``) or the per-epoch lines."""
+    """The bar (``trainer.progress_bar true``, shown where it can redraw) or the per-epoch lines."""
     return EpochProgressBar(refresh_rate=refresh_rate) if progress_bar else EpochLines()

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-DEFAULT_NPZ = "../shared/data/cifar10-train-part1.npz"
+# ../shared beside the repository (not the current folder): the script works from anywhere.
+DEFAULT_NPZ = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-train-part1.npz"
 
 
 def make_folder(
@@ -70,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=None, help="resize to SIZE x SIZE (default: as stored)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if not Path(args.npz).is_file():
+        parser.error(
+            f"no source arrays at {args.npz}: pass --npz FILE (an npz with x, y and classes, such as the "
+            "CIFAR-10 files of ../shared/data)"
+        )
     counts = make_folder(
         args.out,
         args.npz,

@@ -1,9 +1,10 @@
 """``patchswap show-pairs``: a picture of what the swap does to a run's own training images.
 
 Rows: anchors, their same-class partners, the swapped anchors, the swapped partners, labelled at the
-left, with each column's class above it. The pairs come from the run's sampler and the swap from the
-run's ``ips`` options and seed, so the picture shows exactly the first step's pairs of the configured
-run.
+left, with each column's class above it. Each anchor gets a same-class partner drawn as the pair
+sampler draws them (seeded by the run's seed), and the swap follows the run's ``ips`` options (grid,
+``prob``, k rule), on the images before augmentation: what the swap does to this data, not a replay
+of a training step (``ips.pairing in_batch`` forms its pairs inside class-balanced batches instead).
 """
 
 from __future__ import annotations

@@ -155,3 +155,12 @@ def test_check_image_file_reasons(tmp_path: Path) -> None:
     assert check_image_file(str(good)) is None
     assert check_image_file(str(empty)) == "empty file"
     assert check_image_file(str(tmp_path / "missing.jpg")).startswith("unreadable")
+
+
+def test_a_missing_relative_folder_says_where_it_was_looked_for(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"'pics' is relative to the current folder, .*trained in"):
+        build_data("folder:pics")
+    with pytest.raises(ValueError, match="has no train/ directory") as e:
+        build_data(f"folder:{tmp_path / 'pics'}")
+    assert "is relative to the current folder" not in str(e.value)  # an absolute path needs no note

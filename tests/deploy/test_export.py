@@ -82,6 +82,12 @@ def test_exported_program_refuses_quantization_and_says_what_works(loaded_run, t
         export(loaded_run, "exported-program", out=tmp_path / "x.pt2", quantize="dynamic")
 
 
+def test_latency_runs_below_one_are_refused_before_anything_is_written(loaded_run, tmp_path):
+    with pytest.raises(DeployError, match="--latency-runs must be at least 1"):
+        export(loaded_run, "onnx", out=tmp_path / "x.onnx", latency_runs=0)
+    assert not (tmp_path / "x.onnx").exists()
+
+
 @torch.library.custom_op("patchswap_deploy_test::twice", mutates_args=())
 def _twice(x: torch.Tensor) -> torch.Tensor:
     return x * 2

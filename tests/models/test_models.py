@@ -119,7 +119,7 @@ def test_builder_kwargs_are_forwarded() -> None:
     assert _n_params(wide) > 2 * _n_params(half)
     wrn = create_model("wrn_16_2", 10, drop_rate=0.3)
     assert any(isinstance(m, nn.Dropout) and m.p == 0.3 for m in wrn.modules())
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="does not take model.kwargs no_such_option=1"):
         create_model("resnet8", 10, no_such_option=1)
 
 
@@ -333,6 +333,34 @@ def test_pretrained_unsafe_pickle_is_refused(tmp_path: Path) -> None:
     garbage.write_text("not a checkpoint")
     with pytest.raises(ValueError, match=r"garbage\.pt' could not be loaded safely"):
         create_model("resnet8", 10, pretrained=garbage)
+
+
+def test_pretrained_corrupt_or_truncated_files_say_so(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    good_st, good_pt = tmp_path / "good.safetensors", tmp_path / "good.pt"
+    save_file(_source_model().state_dict(), str(good_st))
+    torch.save(_source_model().state_dict(), good_pt)
+    for good in (good_st, good_pt):
+        cut = tmp_path / f"cut{good.suffix}"
+        cut.write_bytes(good.read_bytes()[:5000])
+        with pytest.raises(ValueError, match=rf"cut\{good.suffix}' is corrupt or truncated"):
+            create_model("resnet8", 10, pretrained=cut)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_text("garbage")
+    with pytest.raises(ValueError, match="corrupt or truncated .*model.pretrained"):
+        create_model("resnet8", 10, pretrained=junk)
+
+
+def test_model_kwargs_a_constructor_refuses_or_patchswap_sets_are_named() -> None:
+    with pytest.raises(ValueError, match=r"model 'resnet8' does not take model.kwargs foo=1 .*foo"):
+        create_model("resnet8", 10, foo=1)
+    with pytest.raises(ValueError, match=r"torchvision:resnet18' does not take model.kwargs foo=1"):
+        create_model("torchvision:resnet18", 10, foo=1)
+    from patchswap.engine.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="may not set num_classes: num_classes comes from the data"):
+        load_config(None, {"model.kwargs": "num_classes=7"})
 
 
 def test_pretrained_into_torchvision_model(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     if args.resume:
         if args.config:
-            raise SystemExit("--resume uses the config saved in the run directory; drop --config")
+            raise ValueError("--resume uses the config saved in the run directory; drop --config")
         summary = resume(args.resume, overrides, from_checkpoint=args.from_checkpoint)
     else:
         summary = train(load_config(args.config, overrides), overwrite=args.overwrite)
@@ -122,7 +122,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         return 0
     if args.resume:
         if args.config:
-            raise SystemExit("--resume uses the config saved in the run directory; drop --config")
+            raise ValueError("--resume uses the config saved in the run directory; drop --config")
         summary = resume_transfer(args.resume, overrides)
     else:
         summary = train_transfer(load_transfer_config(args.config, overrides), overwrite=args.overwrite)

@@ -127,6 +127,10 @@ def export(
     """
     if fmt not in FORMATS:
         raise DeployError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if latency_runs < 1:
+        raise DeployError(
+            f"--latency-runs must be at least 1 (batch-1 timings, the median shown), got {latency_runs}"
+        )
     if quantize not in (None, "none", "dynamic"):
         raise DeployError(f"--quantize supports 'dynamic' only, got {quantize!r}")
     quantize = None if quantize in (None, "none") else quantize

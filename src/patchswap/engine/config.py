@@ -25,7 +25,7 @@ from patchswap.config_base import (
     section_fields,
 )
 from patchswap.methods import available_methods, method_class
-from patchswap.models import available_models
+from patchswap.models import available_models, check_model_kwargs
 
 __all__ = [
     "ConfigError",
@@ -230,6 +230,10 @@ class RunConfig(ConfigBase):
         if d.batch_size < 1 or d.eval_batch_size < 1:
             raise ConfigError("data.batch_size and data.eval_batch_size must be positive")
         check_trainer(t)
+        try:
+            check_model_kwargs(self.model.kwargs or {})
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if self.model.compile_mode not in COMPILE_MODES:
             modes = ", ".join(COMPILE_MODES)
             raise ConfigError(f"model.compile_mode must be one of {modes}, got {self.model.compile_mode!r}")

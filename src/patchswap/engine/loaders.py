@@ -363,10 +363,13 @@ class PatchswapDataModule(L.LightningDataModule):
         n = len(train)  # type: ignore[arg-type]
         if n < self.batch_size * replicas:  # said with the config keys, not the samplers' arguments
             devices = f" x {replicas} devices" if replicas > 1 else ""
+            most = n // replicas
+            if self.pairs and "pairs_per_batch" in self.sampler_options:
+                most -= most % 2  # pairs formed inside the batch: an even size
             raise ValueError(
                 f"data.batch_size={self.batch_size}{devices} is larger than the {n} training images "
                 f"(what is left after the val/test splits and data.train_subset): lower data.batch_size "
-                f"to at most {n // replicas}"
+                f"to at most {most}"
             )
         if self.pairs:
             return ClassPairBatchSampler(

@@ -104,6 +104,9 @@ def check_resume_change(base: dict[str, Any], cfg: Any, run_dir: Path, command: 
     """Refuse a resumed config that differs from the saved ``base`` outside :data:`SAFE_ON_RESUME`, and
     check or announce a change of the run's length."""
     unsafe = {k: v for k, v in config_differences(base, cfg.to_dict()).items() if k not in SAFE_ON_RESUME}
+    if "method" in unsafe:  # the two methods' own options differ with it: name the method alone
+        sections = tuple(f"{m}." for m in unsafe["method"])
+        unsafe = {k: v for k, v in unsafe.items() if not k.startswith(sections)}
     if unsafe:
         lines = "; ".join(f"{k}: saved {a!r}, given {b!r}" for k, (a, b) in unsafe.items())
         raise RunError(

@@ -16,12 +16,19 @@ from patchswap.models import (  # noqa: F401  (imported for their @register_mode
 )
 from patchswap.models.heads import classifier_names, classifier_parameters, split_head
 from patchswap.models.pretrained import PretrainedNotCachedError, PretrainedReport, pretrained_input
-from patchswap.models.registry import available_models, create_model, load_pretrained, register_model
+from patchswap.models.registry import (
+    available_models,
+    check_model_kwargs,
+    create_model,
+    load_pretrained,
+    register_model,
+)
 
 __all__ = [
     "PretrainedNotCachedError",
     "PretrainedReport",
     "available_models",
+    "check_model_kwargs",
     "classifier_names",
     "classifier_parameters",
     "create_model",

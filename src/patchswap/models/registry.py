@@ -30,6 +30,7 @@ from .pretrained import TIMM_PREFIX, TORCHVISION_PREFIX, parse_pretrained, repor
 __all__ = [
     "ModelBuilder",
     "available_models",
+    "check_model_kwargs",
     "create_model",
     "load_pretrained",
     "register_model",
@@ -96,28 +97,59 @@ def create_model(
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"model name must be a non-empty string, got {name!r}")
     name = name.strip()
+    check_model_kwargs(kwargs)
     spec = parse_pretrained(name, pretrained)
     hub = spec is not None and spec.source != "file"
 
-    if name.lower().startswith(TIMM_PREFIX):
-        model = _create_timm(name[len(TIMM_PREFIX) :], num_classes, in_chans, kwargs, hub=hub)
-    elif name.lower().startswith(TORCHVISION_PREFIX):
-        weights = spec.value if hub and spec is not None else None
-        model = _create_torchvision(name[len(TORCHVISION_PREFIX) :], num_classes, in_chans, kwargs, weights)
-    else:
-        builder = _MODEL_REGISTRY.get(name.lower())
-        if builder is None:
-            raise ValueError(
-                f"unknown model {name!r}. Zoo models: {', '.join(sorted(_MODEL_REGISTRY))}. "
-                f"Any timm model is available as '{TIMM_PREFIX}<name>' (e.g. '{TIMM_PREFIX}resnet18') "
-                f"and any torchvision classification model as '{TORCHVISION_PREFIX}<name>' "
-                f"(e.g. '{TORCHVISION_PREFIX}resnet18')."
+    try:
+        if name.lower().startswith(TIMM_PREFIX):
+            model = _create_timm(name[len(TIMM_PREFIX) :], num_classes, in_chans, kwargs, hub=hub)
+        elif name.lower().startswith(TORCHVISION_PREFIX):
+            weights = spec.value if hub and spec is not None else None
+            model = _create_torchvision(
+                name[len(TORCHVISION_PREFIX) :], num_classes, in_chans, kwargs, weights
             )
-        model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+        else:
+            builder = _MODEL_REGISTRY.get(name.lower())
+            if builder is None:
+                raise ValueError(
+                    f"unknown model {name!r}. Zoo models: {', '.join(sorted(_MODEL_REGISTRY))}. "
+                    f"Any timm model is available as '{TIMM_PREFIX}<name>' (e.g. '{TIMM_PREFIX}resnet18') "
+                    f"and any torchvision classification model as '{TORCHVISION_PREFIX}<name>' "
+                    f"(e.g. '{TORCHVISION_PREFIX}resnet18')."
+                )
+            model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except TypeError as e:
+        if not kwargs or "argument" not in str(e):
+            raise
+        # The constructor refused an argument of --model.kwargs (a misspelt or foreign keyword).
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise ValueError(
+            f"model {name!r} does not take model.kwargs {given} ({e}); check the spelling against "
+            "the model's constructor, or drop the option"
+        ) from None
 
     if spec is not None and spec.source == "file":
         load_pretrained(model, spec.value, reset_classifier=reset_classifier)
     return model
+
+
+# Constructor arguments patchswap sets itself, and where a user sets them instead.
+_SET_ELSEWHERE = {
+    "num_classes": "comes from the data's classes",
+    "in_chans": "comes from the data's channels",
+    "pretrained": "is model.pretrained",
+}
+
+
+def check_model_kwargs(kwargs: Mapping[str, Any]) -> None:
+    """A ValueError naming the option to use when ``kwargs`` sets what patchswap sets itself."""
+    reserved = sorted(set(kwargs) & _SET_ELSEWHERE.keys())
+    if reserved:
+        raise ValueError(
+            f"model.kwargs may not set {', '.join(reserved)}: "
+            + "; ".join(f"{k} {_SET_ELSEWHERE[k]}" for k in reserved)
+        )
 
 
 def _check_positive_int(what: str, value: Any) -> None:
@@ -243,6 +275,13 @@ def _transform_input_error(arch: str, in_chans: int) -> ValueError:
 # --------------------------------------------------------------------------- local checkpoints
 
 
+def _unreadable(file: Path, err: BaseException) -> str:
+    return (
+        f"pretrained weights file {str(file)!r} is corrupt or truncated ({type(err).__name__}: "
+        f"{str(err)[:200]}); copy or download it again, or point model.pretrained at another file"
+    )
+
+
 def load_pretrained(model: nn.Module, path: str | Path, *, reset_classifier: bool = False) -> nn.Module:
     """Load a local checkpoint into ``model`` in place (and return it).
 
@@ -263,7 +302,10 @@ def load_pretrained(model: nn.Module, path: str | Path, *, reset_classifier: boo
     if file.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
-        raw: Any = load_file(str(file), device="cpu")
+        try:
+            raw: Any = load_file(str(file), device="cpu")
+        except Exception as err:  # noqa: BLE001 - safetensors' own error type: the file is unusable
+            raise ValueError(_unreadable(file, err)) from None
     else:
         try:
             raw = torch.load(file, map_location="cpu", weights_only=True)
@@ -274,6 +316,8 @@ def load_pretrained(model: nn.Module, path: str | Path, *, reset_classifier: boo
                 "checkpoint or holds objects that are unsafe to unpickle; re-save just the tensors, e.g. "
                 f"torch.save(model.state_dict(), path). torch said: {first_line}"
             ) from err
+        except (OSError, RuntimeError, EOFError) as err:  # a zip archive cut short, or not one
+            raise ValueError(_unreadable(file, err)) from None
 
     state = _extract_state_dict(raw, file)
     state = _strip_wrapper_prefix(state, model)

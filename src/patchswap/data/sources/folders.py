@@ -130,8 +130,14 @@ def load_folder(request: DatasetRequest) -> FolderSource:
     root = os.path.abspath(os.path.expanduser(request.argument))
     train_dir = os.path.join(root, "train")
     if not os.path.isdir(train_dir):
+        relative = ""
+        if not os.path.isabs(os.path.expanduser(request.argument)):
+            relative = (
+                f" ({request.argument!r} is relative to the current folder, {os.getcwd()}; a run keeps its "
+                "data path as it was given, so run commands on it from the folder it was trained in)"
+            )
         raise ValueError(
-            f"image folder {root} has no train/ directory ({train_dir} is missing); expected "
+            f"image folder {root} has no train/ directory ({train_dir} is missing){relative}; expected "
             f"{root}/train/<class>/<image files> with optional val/ and test/ next to it"
         )
     size, mean, std = _input(request.image_size, request.model_input)

@@ -269,6 +269,8 @@ class ConfigBase:
 def apply_mapping(cfg: Any, data: dict[str, Any], source: str) -> None:
     """Apply a parsed YAML mapping (top-level choices such as ``method``, then sections) to ``cfg``.
 
+    A section's keys may also be written dotted at the top level (``optim.lr: 0.1``), as flags are.
+
     A saved config may hold sections the config no longer writes (older configs carry every
     method's options): they are read like any other known section.
     """
@@ -280,6 +282,9 @@ def apply_mapping(cfg: Any, data: dict[str, Any], source: str) -> None:
             cfg.set(key, data[key])
     for name, body in data.items():
         if name in top:
+            continue
+        if "." in name:  # a dotted key, as flags and study files spell it (data.name: folder:pics)
+            cfg.set(name, body)
             continue
         cfg._section(name)  # unknown section -> error with suggestion
         if body is None:

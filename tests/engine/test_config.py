@@ -80,6 +80,7 @@ def test_method_switch_selects_its_options():
         ({"trainer": {"epoch": 3}}, "trainer.epoch", "trainer.epochs"),
         ({"ips": {"prb": 0.2}}, "ips.prb", "ips.prob"),
         ({"trainr": {"epochs": 3}}, "trainr", "trainer"),
+        ({"optim.lrr": 0.1}, "optim.lrr", "optim.lr"),
     ],
 )
 def test_unknown_yaml_key_suggests_the_closest(tmp_path, data, typo, suggestion):
@@ -166,6 +167,12 @@ def test_bad_yaml_values_name_the_key(tmp_path, data, key):
 )
 def test_bool_words(text, expected):
     assert load_config(None, {"trainer.deterministic": text}).trainer.deterministic is expected
+
+
+def test_dotted_keys_in_yaml_as_flags_spell_them(tmp_path):
+    data = {"optim.lr": 0.3, "data": {"batch_size": 16}, "ips.prob": 1}
+    cfg = load_config([_yaml(tmp_path, "c.yaml", data)])
+    assert (cfg.optim.lr, cfg.data.batch_size, cfg.methods["ips"].prob) == (0.3, 16, 1.0)
 
 
 def test_numbers_from_yaml_and_text(tmp_path):

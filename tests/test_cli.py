@@ -341,6 +341,20 @@ def test_eval_without_a_test_split_says_what_to_do(capsys, tiny_run, tmp_path):
     assert "pass --data.test_split" not in err
 
 
+def test_eval_of_a_run_with_neither_split_does_not_send_the_user_in_a_circle(capsys, tmp_path, tiny_argv):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "only-train.npz"
+    np.savez(path, x=rng.integers(0, 255, (80, 8, 8), dtype=np.uint8), y=np.arange(80) % 4)
+    run_dir = tmp_path / "r"
+    argv = tiny_argv(run_dir, method="ce", data__name=f"npz:{path}", data__val_split="0", trainer__epochs="1")
+    assert main(["train", *argv]) == 0
+    capsys.readouterr()
+    for split in ("test", "val"):
+        assert main(["eval", str(run_dir), "--split", split]) == 2
+        err = capsys.readouterr().err
+        assert "has neither a validation nor a test split" in err and "--split" not in err
+
+
 def test_train_ce_through_the_cli(capsys, tmp_path, tiny_argv):
     run_dir = tmp_path / "ce"
     assert main(["train", *tiny_argv(run_dir, trainer__epochs="1", method="ce")]) == 0

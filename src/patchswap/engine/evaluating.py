@@ -59,8 +59,15 @@ def _apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> None:
             )
 
 
-def _no_split(cfg: RunConfig, split: str) -> str:
-    """What to do when the run's data has no ``split``."""
+def _no_split(cfg: RunConfig, split: str, other_exists: bool) -> str:
+    """What to do when the run's data has no ``split`` (``other_exists``: it has the other one)."""
+    if not other_exists:
+        return (
+            f"the run's data ({cfg.data.name}) has neither a validation nor a test split (data.val_split="
+            f"{cfg.data.val_split}, data.test_split={cfg.data.test_split}, and no val/ or test/ of its own): "
+            "evaluate another dataset with --set data.name=NAME, or train again with --data.val_split N "
+            "or --data.test_split N"
+        )
     if split == "val":
         return (
             f"the run was trained without a validation split (data.val_split={cfg.data.val_split}); "
@@ -108,7 +115,8 @@ def evaluate(
     run.module.temperature = temperature
     dataset = run.bundle.val if split == "val" else run.bundle.test
     if dataset is None:
-        raise RunError(_no_split(cfg, split))
+        other = run.bundle.test if split == "val" else run.bundle.val
+        raise RunError(_no_split(cfg, split, other is not None))
     if suite:
         return _evaluate_suite(
             run, ckpt, ckpt_path, run_dir, dataset, split, suite, options, out_dir, log, temperature

@@ -388,3 +388,13 @@ def test_resume_errors_through_the_cli(capsys, tmp_path, tiny_run):
     (broken / "checkpoints" / "last.ckpt").unlink()
     assert main(["train", "--resume", str(broken)]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_warnings_are_one_line_and_say_whose_they_are():
+    import patchswap.models.registry as registry
+    from patchswap.cli import _warning_line
+
+    ours = _warning_line(UserWarning("loaded 54/56 tensors"), UserWarning, registry.__file__, 119, "code")
+    assert ours == "patchswap: warning: loaded 54/56 tensors\n"
+    theirs = _warning_line(UserWarning("x"), DeprecationWarning, pytest.__file__, 7, "code")
+    assert theirs == f"DeprecationWarning ({pytest.__file__}:7): x\n"

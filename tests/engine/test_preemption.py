@@ -144,7 +144,7 @@ def test_sigterm_checkpoints_that_step_exits_75_and_resumes_exactly(
     stopped = _run([*CMD, *tiny_argv(run_dir, **SMALL)], subprocess_env, fault=STEPS + 2, sig="SIGTERM")
     assert stopped.returncode == EXIT_STOPPED, stopped.stderr[-3000:]
     assert f"patchswap train --resume {run_dir}" in stopped.stderr
-    assert "SIGTERM" in stopped.stderr
+    assert "patchswap train: stopped by SIGTERM" in stopped.stderr  # a stop, not an error
     ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == STEPS + 2  # the step it was at, not the last epoch end
     done = _run([*CMD, "--resume", str(run_dir)], subprocess_env)

@@ -6,7 +6,9 @@ help shows its default; ``--config FILE`` loads YAML first and flags override it
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 
 from patchswap.cli.commands import COMMANDS
 from patchswap.cli.parser import build_parser
@@ -14,7 +16,21 @@ from patchswap.cli.parser import build_parser
 __all__ = ["build_parser", "main"]
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _warning_line(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """One line per warning: patchswap's own say what to do and need no source line; others keep
+    where they come from, the place a bug report needs."""
+    if os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep):
+        return f"patchswap: warning: {message}\n"
+    return f"{category.__name__} ({filename}:{lineno}): {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = _warning_line
     parser = build_parser()
     args = parser.parse_args(argv)
     from patchswap.data import DatasetNotFoundError
@@ -33,5 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         FileNotFoundError,
         RuntimeError,
     ) as e:
-        print(f"patchswap {args.command}: error: {e}", file=sys.stderr)
+        # A stop asked by a signal wrote its checkpoint and says how to resume: not an error.
+        kind = "" if type(e).__name__ == "TrainingStopped" else "error: "
+        print(f"patchswap {args.command}: {kind}{e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)  # distinct statuses: patchswap.engine.errors

@@ -294,3 +294,14 @@ def test_summary_paths_resolve_in_both_the_new_and_the_old_form(tmp_path):
     assert resolve_run_path(run, stale) == best
     gone = "/elsewhere/checkpoints/last.ckpt"  # and not in the run either: kept, so the error names it
     assert resolve_run_path(run, gone) == Path(gone)
+
+
+def test_a_weights_file_given_for_a_checkpoint_says_what_to_pass(tmp_path):
+    from safetensors.torch import save_file
+
+    from patchswap.runs import CheckpointError, load_checkpoint
+
+    path = tmp_path / "best.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(CheckpointError, match="weights alone; pass the run directory or its checkpoints/"):
+        load_checkpoint(path)

@@ -194,6 +194,14 @@ def test_bad_flag_values_exit_2(capsys, flags, needle):
     assert needle in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["compare", "eval"])
+def test_a_config_key_given_as_a_flag_where_set_is_the_way_says_so(capsys, command):
+    with pytest.raises(SystemExit) as e:
+        main([command, "x", "--data.image_size", "16"])
+    assert e.value.code == 2
+    assert "(did you mean '--set data.image_size=VALUE'?)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [

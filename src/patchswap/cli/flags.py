@@ -81,6 +81,10 @@ def unrecognized(extras: list[str], parser: argparse.ArgumentParser) -> str:
     flags = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
     unknown = [arg.split("=", 1)[0] for arg in extras if arg.startswith("--")]
     hints = {name: did_you_mean(name, flags) for name in unknown}
+    if "--set" in flags:  # compare and eval take config keys as --set KEY=VALUE, not as flags
+        for name in unknown:
+            if "." in name:
+                hints[name] = f" (did you mean '--set {name[2:]}=VALUE'?)"
     text = f"unrecognized arguments: {' '.join(extras)}"
     if len(unknown) == 1 and hints[unknown[0]]:
         return text + hints[unknown[0]]

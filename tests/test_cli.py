@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from patchswap.cli import main
+from patchswap.cli.commands import COMMANDS
 from patchswap.cli.flags import ALIASES, field_help
 from patchswap.engine.config import SECTIONS, RunConfig
 from patchswap.methods import available_methods
@@ -145,9 +146,13 @@ def test_one_class_data_says_a_classifier_needs_two(capsys, tmp_path):
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize(("method", "most"), [("ce", 21), ("ips", 20)])  # ips pairs in the batch: even
-def test_batch_larger_than_the_training_set_names_the_cli_key(capsys, tmp_path, tiny_argv, method, most):
-    argv = tiny_argv(tmp_path / "r", method=method, data__train_subset="21", data__batch_size="64")
+@pytest.mark.parametrize(
+    ("method", "k", "most"),  # ips pairs inside the batch: groups of K images of a class (0: K = 2)
+    [("ce", 0, 21), ("ips", 0, 20), ("ips", 4, 20), ("ips", 8, 16)],
+)
+def test_batch_larger_than_the_training_set_names_the_cli_key(capsys, tmp_path, tiny_argv, method, k, most):
+    extra = {"ips__samples_per_class": str(k)} if method == "ips" else {}
+    argv = tiny_argv(tmp_path / "r", method=method, data__train_subset="21", data__batch_size="64", **extra)
     assert main(["train", *argv]) == 2
     err = capsys.readouterr().err
     assert "data.batch_size=64 is larger than the 21 training images" in err
@@ -398,11 +403,17 @@ def test_resume_errors_through_the_cli(capsys, tmp_path, tiny_run):
     assert "nothing to resume" in capsys.readouterr().err
 
 
-def test_warnings_are_one_line_and_say_whose_they_are():
-    import patchswap.models.registry as registry
+def test_warnings_are_one_line_while_a_command_runs_and_restored_after(monkeypatch):
+    import warnings
+
     from patchswap.cli import _warning_line
 
-    ours = _warning_line(UserWarning("loaded 54/56 tensors"), UserWarning, registry.__file__, 119, "code")
-    assert ours == "patchswap: warning: loaded 54/56 tensors\n"
-    theirs = _warning_line(UserWarning("x"), DeprecationWarning, pytest.__file__, 7, "code")
-    assert theirs == f"DeprecationWarning ({pytest.__file__}:7): x\n"
+    ours = _warning_line(UserWarning("loaded 54/56 tensors"), UserWarning, "registry.py", 119, "code")
+    assert ours == "warning: loaded 54/56 tensors\n"
+    theirs = _warning_line(FutureWarning("x"), FutureWarning, "torch/a.py", 7, "code")
+    assert theirs == "FutureWarning (torch/a.py:7): x\n"
+    seen = []
+    monkeypatch.setitem(COMMANDS, "eval", lambda args: seen.append(warnings.formatwarning) or 0)
+    before = warnings.formatwarning
+    assert main(["eval", "x"]) == 0
+    assert seen == [_warning_line] and warnings.formatwarning is before

@@ -303,5 +303,5 @@ def test_a_weights_file_given_for_a_checkpoint_says_what_to_pass(tmp_path):
 
     path = tmp_path / "best.safetensors"
     save_file({"w": torch.zeros(2)}, str(path))
-    with pytest.raises(CheckpointError, match="weights alone; pass the run directory or its checkpoints/"):
+    with pytest.raises(CheckpointError, match="weights alone; pass the run directory or a .ckpt checkpoint"):
         load_checkpoint(path)

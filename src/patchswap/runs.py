@@ -162,10 +162,11 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":  # weights alone: no config, optimiser or epoch to go with them
+    if path.suffix.lower() == ".safetensors":  # weights alone: no config, optimiser or epoch with them
         raise CheckpointError(
-            f"{path} holds the weights alone; pass the run directory or its checkpoints/best.ckpt "
-            "(the checkpoint carries the config that rebuilds the model and data)"
+            f"{path} holds the weights alone; pass the run directory or a .ckpt checkpoint of it "
+            "(checkpoints/best.ckpt, last.ckpt: a checkpoint carries the config that rebuilds the model "
+            "and data, and the state a resume continues from)"
         )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=weights_only)

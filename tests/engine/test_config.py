@@ -169,6 +169,15 @@ def test_bool_words(text, expected):
     assert load_config(None, {"trainer.deterministic": text}).trainer.deterministic is expected
 
 
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [("num_classes", "comes from the data"), ("reset_classifier", "is model.reset_classifier")],
+)
+def test_model_kwargs_may_not_set_what_patchswap_sets(key, says):
+    with pytest.raises(ConfigError, match=f"may not set {key}: {key} {says}"):
+        load_config(None, {"model.kwargs": f"{key}=1"})
+
+
 def test_dotted_keys_in_yaml_as_flags_spell_them(tmp_path):
     data = {"optim.lr": 0.3, "data": {"batch_size": 16}, "ips.prob": 1}
     cfg = load_config([_yaml(tmp_path, "c.yaml", data)])

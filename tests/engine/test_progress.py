@@ -44,7 +44,7 @@ def test_a_bar_only_where_it_can_redraw_lines_into_a_log_file(tmp_path, monkeypa
     t = load_config(None, {"trainer.progress_bar": "true"}).trainer
     # Output into a file (as under pytest's capture, nohup or SLURM): one line per epoch, no bar.
     with open(tmp_path / "log.txt", "w") as log:
-        monkeypatch.setattr("sys.stderr", log)
+        monkeypatch.setattr("sys.stdout", log)  # where Lightning's bar draws (> train.log)
         trainer = lightning_trainer(t, tmp_path / "run")
     assert _shown(trainer) == [EpochLines] and trainer.progress_bar_callback is None
     # A terminal: the bar, and Lightning's own bar is not added beside it.

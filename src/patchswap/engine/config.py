@@ -145,7 +145,7 @@ class TrainerSection:
     )
     early_stopping_patience: int = opt(0, "validation checks without improvement before stopping (0 = off)")
     progress_bar: bool = opt(
-        True, "a progress bar while training where stderr is a terminal (else one line per epoch)"
+        True, "a progress bar while training where stdout is a terminal (else one line per epoch)"
     )
     log_every_n_steps: int = opt(20, "log training metrics every N steps")
     limit_train_batches: float = opt(1.0, "fraction (<= 1) or count of batches per epoch, for smoke runs")

@@ -365,11 +365,17 @@ class PatchswapDataModule(L.LightningDataModule):
             devices = f" x {replicas} devices" if replicas > 1 else ""
             most = n // replicas
             if self.pairs and "pairs_per_batch" in self.sampler_options:
-                most -= most % 2  # pairs formed inside the batch: an even size
+                # pairs formed inside the batch: groups of K images of a class (K even, 2 at least)
+                step = max(2, int(self.sampler_options.get("samples_per_class") or 2))
+                most -= most % step
+            fix = (
+                f"lower data.batch_size to at most {most}"
+                if most > 0
+                else "use more training images (data.train_subset, the val/test splits) or fewer devices"
+            )
             raise ValueError(
                 f"data.batch_size={self.batch_size}{devices} is larger than the {n} training images "
-                f"(what is left after the val/test splits and data.train_subset): lower data.batch_size "
-                f"to at most {most}"
+                f"(what is left after the val/test splits and data.train_subset): {fix}"
             )
         if self.pairs:
             return ClassPairBatchSampler(

@@ -5,7 +5,7 @@
   refreshed every ``refresh_rate`` steps. Reading the loss never waits for the device: a refresh
   starts a non-blocking copy of the loss to the host and shows the value of the previous copy once
   the device has finished it (:class:`HostScalar`).
-* :class:`EpochLines` (``trainer.progress_bar false``, or output that is not a terminal): one line
+* :class:`EpochLines` (``trainer.progress_bar false``, or stdout that is not a terminal): one line
   per epoch, e.g.
   ``epoch 3/30  loss 1.2031  acc 0.571  val acc 0.602 nll 1.164 ece 0.031  2,310 img/s  12.3 s  left 5:36``.
 
@@ -211,7 +211,8 @@ class EpochLines(L.Callback):
 
 
 def interactive() -> bool:
-    """Whether a bar can redraw itself: stderr is a terminal, or a notebook renders it.
+    """Whether a bar can redraw itself: stdout (where Lightning's tqdm bar draws) is a terminal, or a
+    notebook renders it.
 
     Redirected to a file (``nohup``, a SLURM log, ``> train.log``) every refresh of a bar is kept as
     text, thousands of partial lines per run; one line per epoch is what such a log should hold.
@@ -219,7 +220,7 @@ def interactive() -> bool:
     if "ipykernel" in sys.modules:
         return True
     try:
-        return sys.stderr.isatty()
+        return sys.stdout.isatty()
     except (AttributeError, ValueError):  # a replaced or closed stream
         return False
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -97,7 +98,6 @@ def create_model(
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"model name must be a non-empty string, got {name!r}")
     name = name.strip()
-    check_model_kwargs(kwargs)
     spec = parse_pretrained(name, pretrained)
     hub = spec is not None and spec.source != "file"
 
@@ -120,14 +120,14 @@ def create_model(
                 )
             model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as e:
-        if not kwargs or "argument" not in str(e):
-            raise
-        # The constructor refused an argument of --model.kwargs (a misspelt or foreign keyword).
-        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        refused = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if refused is None or refused.group(1) not in kwargs:
+            raise  # anything else is not the user's keyword: keep the error and its traceback
+        key = refused.group(1)
         raise ValueError(
-            f"model {name!r} does not take model.kwargs {given} ({e}); check the spelling against "
-            "the model's constructor, or drop the option"
-        ) from None
+            f"model {name!r} does not take model.kwargs {key}={kwargs[key]!r} ({e}); check the "
+            "spelling against the model's constructor, or drop it"
+        ) from e
 
     if spec is not None and spec.source == "file":
         load_pretrained(model, spec.value, reset_classifier=reset_classifier)
@@ -139,6 +139,7 @@ _SET_ELSEWHERE = {
     "num_classes": "comes from the data's classes",
     "in_chans": "comes from the data's channels",
     "pretrained": "is model.pretrained",
+    "reset_classifier": "is model.reset_classifier",
 }
 
 

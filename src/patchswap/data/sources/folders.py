@@ -133,8 +133,9 @@ def load_folder(request: DatasetRequest) -> FolderSource:
         relative = ""
         if not os.path.isabs(os.path.expanduser(request.argument)):
             relative = (
-                f" ({request.argument!r} is relative to the current folder, {os.getcwd()}; a run keeps its "
-                "data path as it was given, so run commands on it from the folder it was trained in)"
+                f" ({request.argument!r} is relative to the current folder, {os.getcwd()}: give an absolute "
+                "path, or run from the folder it is in; a run keeps its data path as it was given, so run "
+                "commands on a run from the folder it was trained in)"
             )
         raise ValueError(
             f"image folder {root} has no train/ directory ({train_dir} is missing){relative}; expected "

@@ -168,6 +168,30 @@ class _FakeTrainer:
         return 0
 
 
+class _StoppedTrainer(_FakeTrainer):
+    """A training process stopped by a signal: exit 75 after its checkpoint, no summary."""
+
+    def __init__(self, cmd, **kwargs):
+        self.returncode = 75
+
+    def poll(self):
+        return 75
+
+
+def test_a_stopped_run_is_logged_as_stopped_and_left_to_resume(tmp_path, monkeypatch):
+    from patchswap.study import compare
+
+    path = tmp_path / "s.yaml"
+    path.write_text(STUDY)
+    study = restrict(load_study(path), ["ce"])
+    monkeypatch.setattr(compare.subprocess, "Popen", _StoppedTrainer)
+    logs: list[str] = []
+    with pytest.raises(RuntimeError, match="rerun the same compare to resume the stopped ones"):
+        run_study(study, max_runs=1, log=logs.append)
+    assert any("stopped ce seed 0 at a checkpoint: the same compare resumes it" in line for line in logs)
+    assert not any("FAILED" in line for line in logs)
+
+
 def test_a_run_trained_by_another_process_is_skipped_and_a_stale_lock_taken_over(tmp_path, monkeypatch):
     import os
     import socket

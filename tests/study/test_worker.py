@@ -30,3 +30,17 @@ def test_the_worker_trains_through_the_engine_and_reports_errors_as_the_cli_does
     capsys.readouterr()
     assert main([Job("train", resume=str(tmp_path / "missing")).to_json()]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_a_stopped_run_exits_75_and_says_stopped_not_error(monkeypatch, capsys):
+    from patchswap.engine.errors import EXIT_STOPPED, TrainingStopped
+    from patchswap.study import worker
+
+    said = "stopped by SIGTERM at step 3 after writing last.ckpt"
+
+    def stop(job):
+        raise TrainingStopped(said)
+
+    monkeypatch.setattr(worker, "run_job", stop)
+    assert main([Job("train", {}).to_json()]) == EXIT_STOPPED
+    assert capsys.readouterr().err == f"patchswap train: {said}\n"

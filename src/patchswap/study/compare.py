@@ -44,6 +44,7 @@ from typing import Any
 import yaml
 
 from patchswap.engine.config import ConfigError, load_config
+from patchswap.engine.errors import EXIT_STOPPED
 from patchswap.study.locks import claim_run, hand_over, release
 from patchswap.study.worker import Job
 
@@ -349,6 +350,9 @@ def run_study(
                 done += 1
                 run_seconds.append(secs)
                 log(f"  done {spec.entry} seed {spec.seed} in {secs:.0f} s ({done}/{total} runs done)")
+            elif proc.returncode == EXIT_STOPPED:  # stopped by a signal after writing its checkpoint
+                failed.append(spec)
+                log(f"  stopped {spec.entry} seed {spec.seed} at a checkpoint: the same compare resumes it")
             else:
                 failed.append(spec)
                 log(
@@ -357,6 +361,8 @@ def run_study(
                 )
     if failed:
         raise RuntimeError(
-            f"{len(failed)} run(s) failed: " + ", ".join(f"{s.entry}/s{s.seed}" for s in failed)
+            f"{len(failed)} run(s) failed or were stopped: "
+            + ", ".join(f"{s.entry}/s{s.seed}" for s in failed)
+            + "; rerun the same compare to resume the stopped ones"
         )
     return todo

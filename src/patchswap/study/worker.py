@@ -65,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run_job(job)
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # the engine's errors say what to change
-        print(f"patchswap {job.command}: error: {e}", file=sys.stderr)
-        return 2
+        from patchswap.engine.errors import TrainingStopped
+
+        stopped = isinstance(e, TrainingStopped)  # a signal: its checkpoint is written, not an error
+        print(f"patchswap {job.command}: {'' if stopped else 'error: '}{e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)  # the statuses of patchswap.engine.errors (75: stopped)
     if summary:
         print(json.dumps(summary, indent=2))
     return 0

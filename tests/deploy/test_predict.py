@@ -132,3 +132,27 @@ def test_folder_runs_use_the_folder_eval_transform_in_rgb(tmp_path, val_split):
         row = want[order.index(p.path)]
         assert p.probabilities == pytest.approx(row.sort(descending=True).values.tolist(), abs=1e-5)
     assert preds[-1].error is None and len(preds[-1].classes) == 2, "grayscale files become RGB"
+
+
+def test_rebuilding_a_run_s_folder_does_not_repeat_the_skipped_files_warning(tmp_path):
+    import warnings
+
+    from PIL import Image
+
+    from patchswap.data import build_data
+    from patchswap.deploy.loading import build_run_data
+
+    for cls in ("a", "b"):
+        folder = tmp_path / "pics" / "train" / cls
+        folder.mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(folder / f"{i}.png")
+    (tmp_path / "pics" / "train" / "a" / "notes.txt").write_text("not an image")
+    name = f"folder:{tmp_path / 'pics'}"
+    with pytest.warns(UserWarning, match="skipped 1 unusable file"):  # training says it once
+        build_data(name, image_size=8, val_split=0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        bundle = build_run_data({"data": {"name": name, "image_size": 8, "val_split": 0}})
+    assert bundle.classes == ["a", "b"]
+    assert not [w for w in seen if "unusable" in str(w.message)]

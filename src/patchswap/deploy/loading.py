@@ -8,6 +8,7 @@ and the network with :func:`~patchswap.models.create_model`. Nothing is download
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,9 @@ def build_run_data(config: dict[str, Any]) -> DataBundle:
     try:
         m = config.get("model") or {}
         model_input = pretrained_input(m["name"], m.get("pretrained")) if m.get("name") else None
-        return build_data_from_section(d, model_input=model_input)
+        with warnings.catch_warnings():  # training said which files it skipped; inference need not again
+            warnings.filterwarnings("ignore", message=r"skipped \d+ unusable file")
+            return build_data_from_section(d, model_input=model_input)
     except (OSError, ValueError) as e:
         raise DeployError(
             f"cannot rebuild the run's data {d.get('name')!r} (data_dir {d.get('data_dir')!r}): {e}; the "

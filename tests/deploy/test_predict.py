@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -156,3 +158,49 @@ def test_rebuilding_a_run_s_folder_does_not_repeat_the_skipped_files_warning(tmp
         bundle = build_run_data({"data": {"name": name, "image_size": 8, "val_split": 0}})
     assert bundle.classes == ["a", "b"]
     assert not [w for w in seen if "unusable" in str(w.message)]
+
+
+def test_a_run_moved_without_its_image_folder_still_predicts_the_same(tmp_path, capsys):
+    """Classes, crop and normalisation come from best.safetensors' header when the folder is gone;
+    calibrating still needs the data and says so."""
+    from patchswap.deploy import DeployError, calibrate
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "pics"
+    for c, cls in enumerate(("red", "green", "blue")):
+        for split, n in (("train", 10), ("test", 2)):
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 80, (20, 24, 3), dtype=np.uint8)
+                pixels[..., c] += 150
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    run_dir = tmp_path / "run"
+    flags = ["--data", f"folder:{root}", "--data.image_size", "16", "--val-split", "6", "--model", "resnet8"]
+    flags += ["--method", "ce", "--epochs", "1", "--batch-size", "8", "--run-dir", str(run_dir)]
+    assert main(["train", *flags, "--trainer.progress_bar", "false"]) == 0
+    capsys.readouterr()
+    new = tmp_path / "new"
+    shutil.copytree(root / "test", new)
+    before = predict(run_dir, [new], top_k=3)
+    root.rename(tmp_path / "elsewhere")
+    with pytest.warns(UserWarning, match="data is not available here .* best.safetensors"):
+        after = predict(run_dir, [new], top_k=3)
+    assert [p.path for p in after] == [p.path for p in before] and len(after) == 6
+    for a, b in zip(after, before, strict=True):
+        assert a.classes == b.classes and a.probabilities == pytest.approx(b.probabilities, abs=1e-6)
+    with pytest.raises(DeployError, match="cannot rebuild the run's data"):
+        calibrate(run_dir)
+
+
+def test_the_bundle_from_the_weights_header_matches_the_rebuilt_data(loaded_run):
+    from patchswap.deploy import DeployError
+    from patchswap.deploy.loading import bundle_from_weights
+
+    stand_in = bundle_from_weights(loaded_run.checkpoint, loaded_run.config, DeployError("gone"))
+    real = loaded_run.bundle
+    shape = (real.classes, real.in_chans, real.image_size)
+    assert (stand_in.classes, stand_in.in_chans, stand_in.image_size) == shape
+    assert stand_in.in_memory and stand_in.val is None and stand_in.test is None
+    x = torch.randint(0, 256, (2, real.in_chans, *real.image_size), dtype=torch.uint8)
+    assert torch.allclose(stand_in.eval_augment(x), real.eval_augment.cpu()(x), atol=1e-5)

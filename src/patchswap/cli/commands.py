@@ -200,7 +200,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from patchswap.deploy import format_predictions, load_run, load_temperature, predict, write_predictions
 
-    run = load_run(args.target, device=args.device)
+    run = load_run(args.target, device=args.device, need_data=False)  # new files: no split needed
     temperature = None if args.no_calibration else load_temperature(run.checkpoint)
     preds = predict(run, args.paths, top_k=args.top_k, batch_size=args.batch_size, temperature=temperature)
     bad = sum(p.error is not None for p in preds)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from patchswap.data import DataBundle, build_data_from_section
+from patchswap.data import DataBundle, DeviceAugment, FolderImages, build_data_from_section
 from patchswap.devices import resolve_device
 from patchswap.models import create_model, pretrained_input
 from patchswap.runs import (
@@ -26,11 +26,12 @@ from patchswap.runs import (
     load_checkpoint,
     locate_checkpoint,
     network_state,
+    read_weights_metadata,
     run_config_beside,
     run_dir_of,
 )
 
-__all__ = ["DeployError", "LoadedRun", "build_run_data", "load_run"]
+__all__ = ["DeployError", "LoadedRun", "build_run_data", "bundle_from_weights", "load_run"]
 
 
 class DeployError(RuntimeError):
@@ -134,12 +135,70 @@ def _run_config(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
     return beside
 
 
-def load_run(target: str | Path, *, device: str | torch.device | None = "cpu") -> LoadedRun:
-    """The run at ``target`` (a run directory: its best, else last checkpoint; or a ``.ckpt`` file)."""
+def bundle_from_weights(path: Path, config: dict[str, Any], missing: DeployError) -> DataBundle:
+    """What predicting new files needs, without the training data: class names, input size and
+    normalisation from the header of the weights file saved beside checkpoint ``path`` (``best.ckpt``
+    -> ``best.safetensors``, written from the same weights). It has no splits: calibrating, evaluating
+    and exporting still need the data (``missing`` says why it is not there)."""
+    weights = path.with_suffix(".safetensors")
+    if not weights.is_file():
+        raise DeployError(
+            f"{missing}; nor is {weights.name} beside {path.name}, whose header would do for prediction"
+        ) from missing
+    meta = read_weights_metadata(weights)
+    try:
+        classes = [str(c) for c in meta["classes"]]
+        c, h, w = (int(v) for v in meta["input_size"])
+        mean, std = tuple(float(v) for v in meta["mean"]), tuple(float(v) for v in meta["std"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DeployError(
+            f"{missing}; and {weights} lacks the classes / input_size / mean / std ({e})"
+        ) from missing
+    name = str((config.get("data") or {}).get("name", ""))
+    # Image folders (folder:PATH, or a bare path) were evaluated with their own resize + centre crop.
+    folder = name.startswith("folder:") or ("/" in name and ":" not in name)
+    images = FolderImages([], classes, h, train=False) if folder else None
+    return DataBundle(
+        train=images,  # type: ignore[arg-type]  # only the folder's eval crop is read
+        val=None,
+        test=None,
+        num_classes=len(classes),
+        classes=classes,
+        in_chans=c,
+        image_size=(h, w),
+        in_memory=not folder,
+        mean=mean,
+        std=std,
+        name=f"{name} (not available: classes and preprocessing from {weights.name})",
+        train_augment=DeviceAugment(mean, std),
+        eval_augment=DeviceAugment(mean, std),
+    )
+
+
+def load_run(
+    target: str | Path, *, device: str | torch.device | None = "cpu", need_data: bool = True
+) -> LoadedRun:
+    """The run at ``target`` (a run directory: its best, else last checkpoint; or a ``.ckpt`` file).
+
+    ``need_data=False`` (prediction on new files): when the run's data cannot be rebuilt here (a run
+    directory copied without its training images), its classes and preprocessing come from the
+    weights file beside the checkpoint (:func:`bundle_from_weights`), with a warning.
+    """
     path = locate_checkpoint(target)
     ckpt = load_checkpoint(path)
     config = _run_config(ckpt, path)
-    bundle = build_run_data(config)
+    try:
+        bundle = build_run_data(config)
+    except DeployError as missing:
+        if need_data:
+            raise
+        bundle = bundle_from_weights(path, config, missing)
+        warnings.warn(
+            f"the run's data is not available here ({missing}); predicting with the classes and "
+            f"preprocessing stored in {path.with_suffix('.safetensors').name}",
+            UserWarning,
+            stacklevel=2,
+        )
     model_cfg = config.get("model") or {}
     model = create_model(  # the architecture alone: the checkpoint's weights replace any pretrained ones
         model_cfg.get("name", "resnet8"),

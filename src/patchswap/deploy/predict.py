@@ -135,7 +135,7 @@ def predict(
     """
     if top_k < 1 or batch_size < 1:
         raise DeployError(f"top_k and batch_size must be >= 1, got {top_k} and {batch_size}")
-    run = target if isinstance(target, LoadedRun) else load_run(target, device=device)
+    run = target if isinstance(target, LoadedRun) else load_run(target, device=device, need_data=False)
     if temperature == "auto":
         temperature = load_temperature(run.checkpoint)
     k = min(top_k, len(run.classes))

@@ -280,10 +280,13 @@ def apply_mapping(cfg: Any, data: dict[str, Any], source: str) -> None:
     for key in top:  # first: choosing a method decides which sections exist
         if key in data:
             cfg.set(key, data[key])
+    nested = {f"{name}.{key}" for name, body in data.items() if isinstance(body, dict) for key in body}
     for name, body in data.items():
         if name in top:
             continue
         if "." in name:  # a dotted key, as flags and study files spell it (data.name: folder:pics)
+            if name in nested:
+                raise ConfigError(f"{source}: {name} is given twice, dotted and in its section: keep one")
             cfg.set(name, body)
             continue
         cfg._section(name)  # unknown section -> error with suggestion

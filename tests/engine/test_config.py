@@ -182,6 +182,9 @@ def test_dotted_keys_in_yaml_as_flags_spell_them(tmp_path):
     data = {"optim.lr": 0.3, "data": {"batch_size": 16}, "ips.prob": 1}
     cfg = load_config([_yaml(tmp_path, "c.yaml", data)])
     assert (cfg.optim.lr, cfg.data.batch_size, cfg.methods["ips"].prob) == (0.3, 16, 1.0)
+    both = _yaml(tmp_path, "both.yaml", {"optim.lr": 0.3, "optim": {"lr": 0.1}})
+    with pytest.raises(ConfigError, match="optim.lr is given twice, dotted and in its section"):
+        load_config([both])
 
 
 def test_numbers_from_yaml_and_text(tmp_path):

@@ -40,7 +40,7 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     from patchswap.data import DatasetNotFoundError
     from patchswap.engine.config import ConfigError
-    from patchswap.engine.errors import TrainingStopped
+    from patchswap.engine.errors import failure_line
     from patchswap.engine.harness import RunError
     from patchswap.runs import CheckpointError
 
@@ -55,7 +55,5 @@ def _main(argv: list[str] | None) -> int:
         FileNotFoundError,
         RuntimeError,
     ) as e:
-        # A stop asked by a signal wrote its checkpoint and says how to resume: not an error.
-        kind = "" if isinstance(e, TrainingStopped) else "error: "
-        print(f"patchswap {args.command}: {kind}{e}", file=sys.stderr)
+        print(failure_line(args.command, e), file=sys.stderr)
         return getattr(e, "exit_code", 2)  # distinct statuses: patchswap.engine.errors

@@ -23,6 +23,7 @@ __all__ = [
     "RunError",
     "TrainingDiverged",
     "TrainingStopped",
+    "failure_line",
 ]
 
 EXIT_DIVERGED = 65
@@ -53,3 +54,10 @@ class CheckpointWriteError(RunError):
     """A checkpoint could not be written; the previous one is left as it was."""
 
     exit_code = EXIT_CHECKPOINT_FAILED
+
+
+def failure_line(command: str, error: BaseException) -> str:
+    """How a command reports an engine error on stderr. A stop by a signal is no error: it wrote its
+    checkpoint, and its message says how to resume."""
+    kind = "" if isinstance(error, TrainingStopped) else "error: "
+    return f"patchswap {command}: {kind}{error}"

@@ -65,10 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run_job(job)
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # the engine's errors say what to change
-        from patchswap.engine.errors import TrainingStopped
+        from patchswap.engine.errors import failure_line
 
-        stopped = isinstance(e, TrainingStopped)  # a signal: its checkpoint is written, not an error
-        print(f"patchswap {job.command}: {'' if stopped else 'error: '}{e}", file=sys.stderr)
+        print(failure_line(job.command, e), file=sys.stderr)
         return getattr(e, "exit_code", 2)  # the statuses of patchswap.engine.errors (75: stopped)
     if summary:
         print(json.dumps(summary, indent=2))

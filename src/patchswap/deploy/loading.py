@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from patchswap.data import DataBundle, DeviceAugment, FolderImages, build_data_from_section
+from patchswap.data.registry import resolve_dataset
 from patchswap.devices import resolve_device
 from patchswap.models import create_model, pretrained_input
 from patchswap.runs import (
@@ -135,6 +136,15 @@ def _run_config(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
     return beside
 
 
+def _was_image_folder(name: str) -> bool:
+    """Whether the run's data was an image folder (evaluated with its own resize and centre crop), as
+    the dataset registry reads the name."""
+    try:
+        return resolve_dataset(name)[0].name == "folder"
+    except ValueError:  # a bare path that nothing claims now that it is gone: a folder, unless arrays
+        return not name.strip().lower().endswith(".npz")
+
+
 def bundle_from_weights(path: Path, config: dict[str, Any], missing: DeployError) -> DataBundle:
     """What predicting new files needs, without the training data: class names, input size and
     normalisation from the header of the weights file saved beside checkpoint ``path`` (``best.ckpt``
@@ -155,8 +165,7 @@ def bundle_from_weights(path: Path, config: dict[str, Any], missing: DeployError
             f"{missing}; and {weights} lacks the classes / input_size / mean / std ({e})"
         ) from missing
     name = str((config.get("data") or {}).get("name", ""))
-    # Image folders (folder:PATH, or a bare path) were evaluated with their own resize + centre crop.
-    folder = name.startswith("folder:") or ("/" in name and ":" not in name)
+    folder = _was_image_folder(name)
     images = FolderImages([], classes, h, train=False) if folder else None
     return DataBundle(
         train=images,  # type: ignore[arg-type]  # only the folder's eval crop is read

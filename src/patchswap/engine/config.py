@@ -150,6 +150,11 @@ class TrainerSection:
     log_every_n_steps: int = opt(20, "log training metrics every N steps")
     limit_train_batches: float = opt(1.0, "fraction (<= 1) or count of batches per epoch, for smoke runs")
     deterministic: bool = opt(False, "ask torch for deterministic kernels (slower on GPU)")
+    lean_loop: bool = opt(
+        True,
+        "run each training step directly instead of through Lightning's per-step machinery where the run "
+        "allows it (one device, automatic optimisation; the same hooks, counters and weights)",
+    )
     checkpoint_every_n_steps: int = opt(
         0, "also write last.ckpt every N training steps inside an epoch (0 = at epoch ends only)"
     )

@@ -23,6 +23,7 @@ from patchswap.engine.callbacks import FAULT_ENV, EpochMetricsCSV, FaultInjectio
 from patchswap.engine.checkpoint import AtomicCheckpointIO
 from patchswap.engine.config import TrainerSection
 from patchswap.engine.errors import RunError
+from patchswap.engine.lean_loop import install_lean_loop
 from patchswap.engine.progress import interactive, progress_callback
 
 RUN_FILES = ("config.yaml", "metrics.csv", "summary.json", "curves.png", "tensorboard", "checkpoints")
@@ -68,7 +69,7 @@ def lightning_trainer(
 
         if SLURMEnvironment.detect():  # Lightning's SLURM auto-requeue; our RunGuard owns the signals
             plugins.append(SLURMEnvironment(auto_requeue=True))
-    return L.Trainer(
+    trainer = L.Trainer(
         max_epochs=t.epochs,
         accelerator=t.accelerator,
         devices=devices,
@@ -90,6 +91,9 @@ def lightning_trainer(
         deterministic=t.deterministic,
         default_root_dir=str(run_dir) if run_dir else None,
     )
+    if fit:
+        install_lean_loop(trainer, enabled=getattr(t, "lean_loop", True))
+    return trainer
 
 
 def run_callbacks(

@@ -1,0 +1,215 @@
+"""The direct training step (engine/lean_loop.py) against Lightning's own step.
+
+The same run trained both ways must end with the same weights, optimizer and loop state (the
+progress counters a resume reads), the same training means in metrics.csv and the same hooks called
+in the same order with the same arguments; runs outside the common case must step Lightning's way.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from patchswap.engine.config import load_config
+from patchswap.engine.harness import quiet_lightning, run_callbacks
+from patchswap.engine.lean_loop import LeanEpochLoop, install_lean_loop
+from patchswap.engine.training import ClassificationRun
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+STEP_HOOKS = (
+    "on_train_batch_start",
+    "on_before_zero_grad",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_train_batch_end",
+)
+
+
+class HookRecorder(L.Callback):
+    """Records every per-step hook with what it can see: step, epoch, the module's hook name, lr, loss."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def _record(self, name: str, trainer: L.Trainer, module: L.LightningModule, extra: Any = None) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        counters = (loop.batch_progress.current.ready, loop.batch_progress.current.completed)
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        self.calls.append(
+            (name, trainer.global_step, trainer.current_epoch, module._current_fx_name, counters, lr, extra)
+        )
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self._record("on_train_batch_start", trainer, module, batch_idx)
+
+    def on_before_zero_grad(self, trainer, module, optimizer):
+        self._record("on_before_zero_grad", trainer, module, optimizer is trainer.optimizers[0])
+
+    def on_before_backward(self, trainer, module, loss):
+        self._record("on_before_backward", trainer, module, round(loss.item(), 6))
+
+    def on_after_backward(self, trainer, module):
+        grad = next(p.grad for p in module.parameters() if p.grad is not None)
+        self._record("on_after_backward", trainer, module, round(grad.abs().sum().item(), 5))
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        self._record("on_before_optimizer_step", trainer, module, optimizer is trainer.optimizers[0])
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self._record(
+            "on_train_batch_end", trainer, module, (sorted(outputs), round(outputs["loss"].item(), 6))
+        )
+
+
+def _fit(
+    tmp_path: Path, tiny_overrides, lean: bool, **extra: str
+) -> tuple[dict, HookRecorder, LeanEpochLoop]:
+    cfg = load_config(
+        None, tiny_overrides(tmp_path / f"lean-{lean}", trainer__lean_loop=str(lean).lower(), **extra)
+    )
+    run = ClassificationRun(cfg)
+    run.method.prepare_training()
+    recorder = HookRecorder()
+    run_dir = Path(cfg.trainer.run_dir)
+    _, callbacks = run_callbacks(run_dir, "val/acc")
+    with quiet_lightning():
+        trainer = run.trainer(run_dir, callbacks=[*callbacks, recorder])
+        trainer.fit(run.module, datamodule=run.datamodule)
+    loop = trainer.fit_loop.epoch_loop
+    assert isinstance(loop, LeanEpochLoop)
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False), recorder, loop
+
+
+def _train_means(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    clock = ("train/epoch_seconds", "train/images_per_s")
+    return [
+        {k: v for k, v in row.items() if (k.startswith("train/") or k == "lr") and k not in clock}
+        for row in rows
+    ]
+
+
+@pytest.mark.parametrize("method", ["ips", "pskd"])
+def test_the_direct_step_trains_exactly_as_lightnings_step(method, tiny_overrides, tmp_path):
+    lean_ckpt, lean_hooks, lean_loop = _fit(tmp_path, tiny_overrides, True, method=method)
+    ref_ckpt, ref_hooks, ref_loop = _fit(tmp_path, tiny_overrides, False, method=method)
+
+    steps = lean_ckpt["global_step"]
+    assert steps > 0 and lean_loop.lean_steps == steps and lean_loop.blocker is None
+    assert ref_loop.lean_steps == 0 and ref_loop.blocker == "trainer.lean_loop is off"
+    for key, value in ref_ckpt["state_dict"].items():
+        assert torch.equal(lean_ckpt["state_dict"][key], value), key
+    for i, state in ref_ckpt["optimizer_states"][0]["state"].items():
+        assert torch.equal(
+            lean_ckpt["optimizer_states"][0]["state"][i]["momentum_buffer"], state["momentum_buffer"]
+        )
+    assert lean_ckpt["loops"] == ref_ckpt["loops"]  # every progress counter a resume reads
+    assert lean_ckpt["lr_schedulers"] == ref_ckpt["lr_schedulers"]
+    assert _train_means(tmp_path / "lean-True") == _train_means(tmp_path / "lean-False")
+    assert len(lean_hooks.calls) == steps * len(STEP_HOOKS)
+    assert lean_hooks.calls == ref_hooks.calls  # names, order, counters, lr, loss, gradients
+
+
+class _Tiny(L.LightningModule):
+    """A linear classifier on random data, to try Lightning's options the engine never sets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Linear(8, 3)
+        self.stop_at: int | None = None
+        self.none_at: int | None = None
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx == self.none_at:
+            return None
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def on_train_batch_start(self, batch, batch_idx):
+        return -1 if batch_idx == self.stop_at else None
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(opt, 3), "interval": "step"},
+        }
+
+    def train_dataloader(self):
+        g = torch.Generator().manual_seed(0)
+        data = torch.utils.data.TensorDataset(
+            torch.randn(64, 8, generator=g), torch.randint(0, 3, (64,), generator=g)
+        )
+        return torch.utils.data.DataLoader(data, batch_size=8)
+
+
+class _OwnStep(_Tiny):
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+
+
+def _fit_tiny(module: _Tiny, lean: bool, **trainer_kwargs: Any) -> LeanEpochLoop:
+    with quiet_lightning():
+        trainer = L.Trainer(
+            max_epochs=2,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            **trainer_kwargs,
+        )
+        loop = install_lean_loop(trainer, enabled=lean)
+        trainer.fit(module)
+    return loop
+
+
+def _weights(module: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs", "why"),
+    [
+        (_Tiny, {"accumulate_grad_batches": 2}, "gradient accumulation"),
+        (_Tiny, {"gradient_clip_val": 1.0}, "gradient clipping"),
+        (_OwnStep, {}, "the module overrides optimizer_step"),
+    ],
+)
+def test_runs_outside_the_common_case_step_lightnings_way(make, kwargs, why):
+    loop = _fit_tiny(make(), True, **kwargs)
+    assert loop.blocker == why and loop.lean_steps == 0
+
+
+@pytest.mark.parametrize(
+    ("attribute", "at"),
+    [("stop_at", 3), ("none_at", 2)],
+    ids=["on_train_batch_start -1 ends the epoch", "training_step None skips the update"],
+)
+def test_a_module_ending_its_epoch_or_skipping_a_step_does_so_as_in_lightning(attribute, at):
+    modules = []
+    for lean in (True, False):
+        module = _Tiny()
+        setattr(module, attribute, at)
+        loop = _fit_tiny(module, lean)
+        assert (loop.lean_steps > 0) == lean
+        modules.append((module, loop))
+    (lean_module, lean_loop), (ref_module, ref_loop) = modules
+    assert lean_loop.state_dict() == ref_loop.state_dict()
+    assert lean_module.trainer.global_step == ref_module.trainer.global_step
+    for a, b in zip(_weights(lean_module), _weights(ref_module), strict=True):
+        assert torch.equal(a, b)
+    assert (
+        lean_module.trainer.optimizers[0].param_groups[0]["lr"]
+        == ref_module.trainer.optimizers[0].param_groups[0]["lr"]
+    )

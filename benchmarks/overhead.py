@@ -4,19 +4,24 @@ Both sides train the same model on the same in-memory data on the same device, w
 step: pairs from ``ClassPairBatchSampler``, the batched crop/flip/normalise of ``DeviceAugment``,
 the in-place swap, one forward of both views, ``IPSLoss``, backward, SGD with a per-step cosine
 schedule. patchswap is the engine (``ClassificationRun`` and its Lightning trainer with the run's
-callbacks: metrics.csv, last/best checkpoints, the per-epoch progress line; no validation split);
-the plain loop is written as a careful user would: data and the epoch's batch indices on the device,
-no logging. The figure is the ratio of epoch times (start of one epoch to the start of the next,
+callbacks: metrics.csv, last/best checkpoints, the per-epoch progress line, the run guard (signals,
+non-finite losses); no validation split); the plain loop is written as a careful user would: data and
+the epoch's batch indices on the device, no logging. The figure is the ratio of epoch times (start of
+one epoch to the start of the next,
 the device synchronised at each mark; each fit's first epoch is a warm-up and not counted; "steps
 alone" stops the engine's clock at the end of its last step, before the epoch-end work: metrics.csv,
 the progress line and the two checkpoints of a resumable run; "without checkpoint writes" is the
 whole epoch less the seconds spent in ``trainer.save_checkpoint``),
 measured in one process, the two sides interleaved epoch by epoch (a plain epoch runs before each
-engine epoch, so load drift on a shared machine hits both alike); medians are reported.
+engine epoch, so load drift on a shared machine hits both alike); each ratio is the median over the
+epochs of the engine epoch divided by the plain epoch just before it. ``--lightning-step`` also fits
+the engine with Lightning's own training step (``trainer.lean_loop false``), alternating fit by fit
+with the direct step (engine/lean_loop.py), for a side-by-side row of each.
 
     python benchmarks/overhead.py                                # CPU: resnet8 on the 8x8 digits
     python benchmarks/overhead.py --device cuda --data npz:data/cifar10-quick.npz   # GPU rows
     python benchmarks/overhead.py --device cuda --cases 128:bf16,512:bf16:compile ...
+    python benchmarks/overhead.py --lightning-step                # also Lightning's own step, alternated
 
 A case is ``PAIRS*2:PRECISION[:compile]`` (images per step, fp32 or bf16, torch.compile or not).
 ``--markdown FILE`` appends the table to FILE.
@@ -41,12 +46,14 @@ import torch
 from _common import machine
 
 from patchswap.engine.config import load_config
+from patchswap.engine.guard import RunGuard
 from patchswap.engine.harness import quiet_lightning, run_callbacks
 from patchswap.engine.training import ClassificationRun, build_bundle
 from patchswap.methods import create_method
 from patchswap.models import create_model
 from patchswap.sampling import ClassPairBatchSampler, dataset_labels
 
+RATIO_KEYS = ("ours", "steps", "plain", "no_ckpt")
 CPU_DEFAULT = {"data": "digits", "model": "resnet8", "cases": "64:fp32,64:bf16"}
 CUDA_DEFAULT = {
     "data": "npz:data/cifar10-quick.npz",
@@ -142,7 +149,8 @@ def interleaved_epochs(
         cfg.trainer.run_dir = str(Path(tmp) / "run")
         run = ClassificationRun(cfg)
         run.method.prepare_training()
-        _, callbacks = run_callbacks(Path(cfg.trainer.run_dir), None)
+        guard = RunGuard(cfg.trainer.run_dir, cfg.trainer, resume_command="")  # as `patchswap train` has it
+        _, callbacks = run_callbacks(Path(cfg.trainer.run_dir), None, guard=guard)
         timer = Interleave(plain, device)
         trainer = run.trainer(Path(cfg.trainer.run_dir), callbacks=[*callbacks, timer])
         timer.time_checkpoints(trainer)
@@ -212,6 +220,46 @@ class PlainLoop:
         return time.perf_counter() - t0
 
 
+STEPS_OF = {"direct": "true", "Lightning": "false"}  # training step -> trainer.lean_loop
+
+
+def case_rows(
+    args: argparse.Namespace, device: torch.device, images: int, precision: str, compiled: bool
+) -> list[str]:
+    """The table rows of one case: the direct step, and Lightning's with ``--lightning-step``."""
+    variants = list(STEPS_OF) if args.lightning_step else ["direct"]
+
+    def cfg_for(variant: str) -> Any:
+        extra = {"trainer.lean_loop": STEPS_OF[variant]}
+        return load_config(None, {**overrides(args, images, precision, compiled, args.epochs), **extra})
+
+    # Per variant: the seconds of each engine epoch, its steps, the plain epoch just before it, and the
+    # engine epoch less its checkpoint writes.
+    got: dict[str, dict[str, list[float]]] = {v: {k: [] for k in RATIO_KEYS} for v in variants}
+    for r in range(args.rounds):
+        for variant in variants if r % 2 == 0 else variants[::-1]:  # alternate which goes first
+            o, st, p, nc = interleaved_epochs(cfg_for(variant), device, precision, compiled)
+            for key, values in zip(RATIO_KEYS, (o, st, p, nc), strict=True):
+                got[variant][key] += values
+    n_steps = len(
+        ClassPairBatchSampler(dataset_labels(build_bundle(cfg_for("direct")).train), images // 2, seed=0)
+    )
+    rows = []
+    for variant in variants:
+        g = got[variant]
+
+        def over_plain(key: str, g: dict = g) -> float:
+            return statistics.median(a / b for a, b in zip(g[key], g["plain"], strict=True))
+
+        o, st, p = (statistics.median(g[k]) for k in ("ours", "steps", "plain"))
+        rows.append(
+            f"| {args.device} | {args.model} | {images} | {precision} | {'yes' if compiled else 'no'} "
+            f"| {variant} | {n_steps} | {p:.4f} | {o:.4f} | **{over_plain('ours'):.3f}x** "
+            f"| {over_plain('no_ckpt'):.3f}x | {st:.4f} | {over_plain('steps'):.3f}x |"
+        )
+    return rows
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -231,6 +279,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="fits per case (plain and engine epochs alternate)")
     ap.add_argument("--epochs", type=int, default=4, help="epochs per fit (the first is a warm-up)")
     ap.add_argument("--markdown", default=None, help="append the table to this file")
+    ap.add_argument(
+        "--lightning-step",
+        action="store_true",
+        help="also fit with Lightning's own training step (trainer.lean_loop false), alternating fits",
+    )
     args = ap.parse_args()
     defaults = CUDA_DEFAULT if args.device == "cuda" else CPU_DEFAULT
     args.data = args.data or defaults["data"]
@@ -249,38 +302,19 @@ def main() -> None:
         f"# {where}; load average {' '.join(f'{v:.2f}' for v in load) if load else 'n/a'}",
         f"# {args.model} on {args.data}, ips, {args.rounds} rounds x {args.epochs - 1} timed epochs per side",
         "",
-        "| device | model | images/step | precision | compile | steps/epoch | plain loop epoch (s) "
-        "| patchswap epoch (s) | patchswap / plain | without checkpoint writes | patchswap steps alone (s) "
-        "| steps / plain |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| device | model | images/step | precision | compile | training step | steps/epoch "
+        "| plain loop epoch (s) | patchswap epoch (s) | patchswap / plain | without checkpoint writes "
+        "| patchswap steps alone (s) | steps / plain |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     for case in (args.cases or defaults["cases"]).split(","):
         images_s, precision, *rest = case.strip().split(":")
         images, compiled = int(images_s), rest == ["compile"]
 
-        def cfg_for(images: int, precision: str, compiled: bool) -> Any:
-            return load_config(None, overrides(args, images, precision, compiled, args.epochs))
-
-        cfg = cfg_for(images, precision, compiled)
-        ours: list[float] = []
-        steps: list[float] = []
-        plain: list[float] = []
-        no_ckpt: list[float] = []
-        for _ in range(args.rounds):
-            fit_cfg = cfg_for(images, precision, compiled)
-            o, st, p, nc = interleaved_epochs(fit_cfg, device, precision, compiled)
-            ours, steps, plain, no_ckpt = ours + o, steps + st, plain + p, no_ckpt + nc
-        n_steps = len(ClassPairBatchSampler(dataset_labels(build_bundle(cfg).train), images // 2, seed=0))
-        o, st, p = statistics.median(ours), statistics.median(steps), statistics.median(plain)
-        nc = statistics.median(no_ckpt)
-        compiled_s = "yes" if compiled else "no"
-        row = (
-            f"| {args.device} | {args.model} | {images} | {precision} | {compiled_s} | {n_steps} "
-            f"| {p:.4f} | {o:.4f} | **{o / p:.3f}x** | {nc / p:.3f}x | {st:.4f} | {st / p:.3f}x |"
-        )
-        print(row, flush=True)
-        lines.append(row)
+        for row in case_rows(args, device, images, precision, compiled):
+            print(row, flush=True)
+            lines.append(row)
         if args.markdown:  # row by row: a run stopped at its time limit keeps the rows it finished
             with open(args.markdown, "a") as f:
                 f.write("\n".join(lines) + "\n")

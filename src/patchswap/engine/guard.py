@@ -141,11 +141,12 @@ class RunGuard(Checkpoint):
     # -- non-finite losses -----------------------------------------------------------------------
     def _track_loss(self, trainer: L.Trainer, loss: torch.Tensor) -> None:
         step = trainer.global_step
-        bad = ~torch.isfinite(loss.detach())
         if reads_values_on(loss) and trainer.world_size <= 1:
-            if bool(bad):
-                self._diverged(trainer, step, float(loss))
+            value = float(loss)  # a host read where it costs nothing: no tensor ops (0.5 us against 20)
+            if not math.isfinite(value):
+                self._diverged(trainer, step, value)
             return
+        bad = ~torch.isfinite(loss.detach())
         if self._bad_step is None or self._bad_step.device != loss.device:
             self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
         first = (self._bad_step < 0) & bad

@@ -1,8 +1,9 @@
 """The direct training step (engine/lean_loop.py) against Lightning's own step.
 
-The same run trained both ways must end with the same weights, optimizer and loop state (the
-progress counters a resume reads), the same training means in metrics.csv and the same hooks called
-in the same order with the same arguments; runs outside the common case must step Lightning's way.
+The same run trained both ways (32-true and bf16-mixed) must end with the same weights, optimizer
+and loop state (the progress counters a resume reads), the same training means in metrics.csv and
+the same hooks called in the same order with the same arguments; runs outside the common case must
+step Lightning's way.
 """
 
 from __future__ import annotations
@@ -98,10 +99,13 @@ def _train_means(run_dir: Path) -> list[dict[str, str]]:
     ]
 
 
-@pytest.mark.parametrize("method", ["ips", "pskd"])
-def test_the_direct_step_trains_exactly_as_lightnings_step(method, tiny_overrides, tmp_path):
-    lean_ckpt, lean_hooks, lean_loop = _fit(tmp_path, tiny_overrides, True, method=method)
-    ref_ckpt, ref_hooks, ref_loop = _fit(tmp_path, tiny_overrides, False, method=method)
+@pytest.mark.parametrize(
+    ("method", "precision"), [("ips", "32-true"), ("pskd", "32-true"), ("ips", "bf16-mixed")]
+)
+def test_the_direct_step_trains_exactly_as_lightnings_step(method, precision, tiny_overrides, tmp_path):
+    kw = {"method": method, "trainer__precision": precision}
+    lean_ckpt, lean_hooks, lean_loop = _fit(tmp_path, tiny_overrides, True, **kw)
+    ref_ckpt, ref_hooks, ref_loop = _fit(tmp_path, tiny_overrides, False, **kw)
 
     steps = lean_ckpt["global_step"]
     assert steps > 0 and lean_loop.lean_steps == steps and lean_loop.blocker is None

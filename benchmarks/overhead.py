@@ -7,11 +7,10 @@ schedule. patchswap is the engine (``ClassificationRun`` and its Lightning train
 callbacks: metrics.csv, last/best checkpoints, the per-epoch progress line, the run guard (signals,
 non-finite losses); no validation split); the plain loop is written as a careful user would: data and
 the epoch's batch indices on the device, no logging. The figure is the ratio of epoch times (start of
-one epoch to the start of the next,
-the device synchronised at each mark; each fit's first epoch is a warm-up and not counted; "steps
-alone" stops the engine's clock at the end of its last step, before the epoch-end work: metrics.csv,
-the progress line and the two checkpoints of a resumable run; "without checkpoint writes" is the
-whole epoch less the seconds spent in ``trainer.save_checkpoint``),
+one epoch to the start of the next, the device synchronised at each mark; each fit's first epoch is a
+warm-up and not counted; "steps alone" stops the engine's clock at the end of its last step, before
+the epoch-end work: metrics.csv, the progress line and the two checkpoints of a resumable run;
+"without checkpoint writes" is the whole epoch less the seconds spent in ``trainer.save_checkpoint``),
 measured in one process, the two sides interleaved epoch by epoch (a plain epoch runs before each
 engine epoch, so load drift on a shared machine hits both alike); each ratio is the median over the
 epochs of the engine epoch divided by the plain epoch just before it. ``--lightning-step`` also fits

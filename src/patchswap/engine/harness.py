@@ -92,7 +92,7 @@ def lightning_trainer(
         default_root_dir=str(run_dir) if run_dir else None,
     )
     if fit:
-        install_lean_loop(trainer, enabled=getattr(t, "lean_loop", True))
+        install_lean_loop(trainer, enabled=t.lean_loop)
     return trainer
 
 

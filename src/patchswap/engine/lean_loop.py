@@ -30,6 +30,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loops.optimization.automatic import Closure, ClosureResult
 from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.profilers import PassThroughProfiler
@@ -78,7 +79,6 @@ def lean_blocker(trainer: L.Trainer) -> str | None:
             f"Lightning {L.__version__} is not one the direct step was checked on",
         ),
         (type(trainer.strategy) is not SingleDeviceStrategy, "not a single-device strategy"),
-        (trainer.world_size != 1, "several processes"),
         (not module.automatic_optimization, "manual optimisation"),
         (len(trainer.optimizers) != 1, "not exactly one optimizer"),
         (isinstance(trainer.optimizers[0], torch.optim.LBFGS), "an optimizer that needs a closure"),
@@ -133,11 +133,7 @@ class LeanEpochLoop(_TrainingEpochLoop):
         self._step_takes_index = is_param_in_hook_signature(module.training_step, "batch_idx", min_args=2)
 
     def advance(self, data_fetcher: Any) -> None:
-        if (
-            self.blocker is not None
-            or self.restarting
-            or not isinstance(self.trainer.profiler, PassThroughProfiler)
-        ):
+        if self.blocker is not None or self.restarting:
             super().advance(data_fetcher)
             return
         self._lean_advance(data_fetcher)
@@ -146,22 +142,22 @@ class LeanEpochLoop(_TrainingEpochLoop):
     # -- the direct step: Lightning's advance (training_epoch_loop.py) with its calls made directly --
     def _hook(self, name: str, *args: Any) -> Any:
         """Hook ``name`` on the callbacks, then the module, its ``_current_fx_name`` set as Lightning does."""
-        module = self.trainer.lightning_module
         callbacks, own = self._callback_hooks[name], self._module_hooks[name]
         if not callbacks and own is None:
             return None
-        state = module.__dict__  # a plain attribute: skip nn.Module.__setattr__'s lookups
-        previous = state.get("_current_fx_name")
-        state["_current_fx_name"] = name
-        try:
-            for fn in callbacks:
-                fn(self.trainer, module, *args)
-            return own(*args) if own is not None else None
-        finally:
-            state["_current_fx_name"] = previous
+        return self._module_call(name, self._call_hooks, callbacks, own, args)
+
+    def _call_hooks(
+        self, callbacks: list[Callable[..., Any]], own: Callable[..., Any] | None, args: tuple
+    ) -> Any:
+        module = self.trainer.lightning_module
+        for fn in callbacks:
+            fn(self.trainer, module, *args)
+        return own(*args) if own is not None else None
 
     def _module_call(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
-        state = self.trainer.lightning_module.__dict__
+        """``fn(*args)`` with the module's ``_current_fx_name`` set to ``name`` meanwhile."""
+        state = self.trainer.lightning_module.__dict__  # a plain attribute: no nn.Module.__setattr__
         previous = state.get("_current_fx_name")
         state["_current_fx_name"] = name
         try:
@@ -257,8 +253,6 @@ class LeanEpochLoop(_TrainingEpochLoop):
 
 def _loss_and_extra(output: Any) -> tuple[torch.Tensor | None, dict[str, Any]]:
     """The loss and other outputs of ``training_step``, as Lightning's ``ClosureResult`` reads them."""
-    from lightning.pytorch.loops.optimization.automatic import ClosureResult
-
     if isinstance(output, torch.Tensor):
         return output, {}
     result = ClosureResult.from_training_step_output(output)  # dicts and None; its errors for the rest
@@ -266,8 +260,6 @@ def _loss_and_extra(output: Any) -> tuple[torch.Tensor | None, dict[str, Any]]:
 
 
 def _warn_none() -> None:
-    from lightning.pytorch.loops.optimization.automatic import Closure
-
     Closure.warning_cache.warn(
         "`training_step` returned `None`. If this was on purpose, ignore this warning..."
     )

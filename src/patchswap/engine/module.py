@@ -231,8 +231,10 @@ class ClassifierModule(SeededTraining):
         """The split's metrics, logged once at its end: computed (synced across ranks: sharded evaluation
         stays exact) and reset here. Not per batch: each ``self.log`` costs about a millisecond of
         Lightning's bookkeeping, three per batch."""
-        if not metrics.acc.update_called and self.trainer.world_size == 1:  # no batch here (with several
-            return  # ranks every rank computes: compute is a collective, and sharding gives each rank batches
+        # No batch on this split: nothing to log. With several ranks every rank computes all the same
+        # (compute is a collective, and sharding gives each rank batches).
+        if not metrics.acc.update_called and self.trainer.world_size == 1:
+            return
         for name in ("acc", "nll", "ece"):
             self.log(f"{prefix}/{name}", getattr(metrics, name).compute(), on_step=False, on_epoch=True)
         metrics.reset()

@@ -40,6 +40,7 @@ __all__ = [
     "atomic_write",
     "clean_key",
     "find_checkpoint",
+    "link_over",
     "load_checkpoint",
     "locate_checkpoint",
     "network_state",
@@ -102,8 +103,30 @@ def atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+    _sync_folder(path.parent)
+
+
+def link_over(source: str | Path, target: str | Path) -> None:
+    """Make ``target`` the same file as ``source``, atomically: a hard link (no second write of the
+    bytes), a copy where the file system has no links. ``source`` stays as it is; a later
+    :func:`atomic_write` of either name replaces that name alone (a new file, not the shared one)."""
+    source, target = Path(source), Path(target)
+    tmp = target.with_name(f".{target.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    _sync_folder(target.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename or link in ``folder`` durable (where the file system allows a folder fsync)."""
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:

@@ -127,6 +127,9 @@ def test_image_folder_run_killed_inside_an_epoch_resumes_exactly(
     done = _run([*CMD, "--resume", str(run_dir)], subprocess_env)
     assert done.returncode == 0, done.stderr[-3000:]
     _same(reference, run_dir)
+    ckpts = run_dir / "checkpoints"  # no validation: the best is the last epoch's checkpoint, linked
+    assert (ckpts / "best.ckpt").samefile(ckpts / "last.ckpt")
+    assert json.loads((run_dir / "summary.json").read_text())["best_checkpoint"] == "checkpoints/best.ckpt"
 
 
 @pytest.fixture(scope="module")
@@ -355,6 +358,19 @@ def test_weights_an_update_overflowed_are_never_written_even_when_the_loss_was_f
     msg = str(e.value)
     assert "weights became not finite at step 7" in msg and "(epoch 2)" in msg
     assert "no checkpoint was written before it" in msg and "optim.lr" in msg
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_the_finite_check_finds_one_bad_element_in_any_tensor_of_any_float_dtype(bad):
+    from patchswap.engine.guard import _all_finite
+
+    tensors = [torch.randn(4, 3), torch.randn(5, dtype=torch.float64), torch.randn(2, 2).bfloat16()]
+    tensors.append(torch.full((3,), 65000.0, dtype=torch.float16))  # near fp16's max: a sum would overflow
+    assert _all_finite(tensors) and _all_finite([])
+    for i, t in enumerate(tensors):
+        broken = [u.clone() for u in tensors]
+        broken[i].view(-1)[-1] = bad
+        assert not _all_finite(broken), f"a {bad} in tensor {i} ({t.dtype}) went unseen"
 
 
 # -- the run directory ----------------------------------------------------------------------------

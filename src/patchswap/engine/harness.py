@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from patchswap.engine.callbacks import FAULT_ENV, EpochMetricsCSV, FaultInjection
-from patchswap.engine.checkpoint import AtomicCheckpointIO
+from patchswap.engine.checkpoint import AtomicCheckpointIO, LinkedCheckpoint
 from patchswap.engine.config import TrainerSection
 from patchswap.engine.errors import RunError
 from patchswap.engine.lean_loop import install_lean_loop
@@ -107,9 +107,19 @@ def run_callbacks(
     ``best.ckpt`` is written when validation improves; ``last.ckpt`` at the end of every training
     epoch by a checkpoint of its own, because Lightning's ``save_last`` only saves on validation
     epochs when validation runs every n > 1 epochs, and a killed run would lose up to n - 1 epochs.
+    Without validation (``monitor`` None) ``best.ckpt`` is a hard link to each epoch's ``last.ckpt``.
     """
-    checkpoint = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"),
+    folder = str(run_dir / "checkpoints")
+    last = ModelCheckpoint(
+        dirpath=folder,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    best_options = dict(
+        dirpath=folder,
         filename="best",
         monitor=monitor,
         mode="max",
@@ -117,18 +127,15 @@ def run_callbacks(
         enable_version_counter=False,
         auto_insert_metric_name=False,
     )
-    last = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"),
-        filename="last",
-        monitor=None,
-        save_top_k=1,
-        save_on_train_epoch_end=True,
-        enable_version_counter=False,
-    )
+    if monitor is None:  # the best is the newest: a link to the epoch's last.ckpt, after it
+        checkpoint: ModelCheckpoint = LinkedCheckpoint(last, **best_options)
+        saves = [last, checkpoint]
+    else:
+        checkpoint = ModelCheckpoint(**best_options)
+        saves = [checkpoint, last]
     callbacks: list[Any] = [
         *([guard] if guard else []),
-        checkpoint,
-        last,
+        *saves,
         EpochMetricsCSV(run_dir / "metrics.csv"),
     ]
     if guard:

@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from patchswap.engine.config import load_config
@@ -156,15 +157,15 @@ class _OwnStep(_Tiny):
 
 def _fit_tiny(module: _Tiny, lean: bool, **trainer_kwargs: Any) -> LeanEpochLoop:
     with quiet_lightning():
-        trainer = L.Trainer(
+        options: dict[str, Any] = dict(
             max_epochs=2,
             accelerator="cpu",
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            **trainer_kwargs,
         )
+        trainer = L.Trainer(**{**options, **trainer_kwargs})
         loop = install_lean_loop(trainer, enabled=lean)
         trainer.fit(module)
     return loop
@@ -209,3 +210,26 @@ def test_a_module_ending_its_epoch_or_skipping_a_step_does_so_as_in_lightning(at
         lean_module.trainer.optimizers[0].param_groups[0]["lr"]
         == ref_module.trainer.optimizers[0].param_groups[0]["lr"]
     )
+
+
+@pytest.mark.parametrize(("every", "steps"), [(None, [8, 16]), (3, [3, 6, 9, 12, 15])])
+def test_checkpoints_inside_an_epoch_are_still_saved_and_epoch_end_ones_skip_the_step(every, steps, tmp_path):
+    """A ModelCheckpoint that saves every n steps keeps its per-step hook under the direct step; one
+    that saves at epoch ends only is left out of the step (its hook would return without acting).
+    Either way it saves at the steps it saves at under Lightning's step (8 steps an epoch, 2 epochs)."""
+    for lean in (True, False):
+        saves = []
+        checkpoint = ModelCheckpoint(dirpath=tmp_path / str(lean), every_n_train_steps=every, save_top_k=-1)
+        save = checkpoint._save_checkpoint
+
+        def counted(trainer: L.Trainer, path: str, saves: list = saves, save: Any = save) -> None:
+            saves.append(trainer.global_step)
+            save(trainer, path)
+
+        checkpoint._save_checkpoint = counted
+        loop = _fit_tiny(_Tiny(), lean, callbacks=[checkpoint], enable_checkpointing=True)
+        assert (loop.lean_steps > 0) == lean
+        assert saves == steps, f"lean={lean}"
+        if lean:
+            per_step = loop._callback_hooks["on_train_batch_end"]
+            assert (checkpoint.on_train_batch_end in per_step) == bool(every)

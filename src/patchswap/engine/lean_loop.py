@@ -29,7 +29,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loops.optimization.automatic import Closure, ClosureResult
 from lightning.pytorch.loops.training_epoch_loop import _TrainingEpochLoop
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
@@ -67,6 +67,22 @@ _MODULE_DEFAULTS = (
 def _overrides(obj: Any, base: type, name: str) -> bool:
     """True when ``obj`` (its class or the instance itself) replaces ``base``'s method ``name``."""
     return name in vars(obj) or getattr(type(obj), name, None) is not getattr(base, name, None)
+
+
+def _acts(cb: Callback, name: str) -> bool:
+    """Whether callback ``cb``'s hook ``name`` can do anything: it overrides the hook, and is not a
+    ModelCheckpoint that saves only at epoch ends (no ``every_n_train_steps``, no
+    ``train_time_interval``), whose per-step hook then returns without acting under automatic
+    optimisation (Lightning 2.6) after a dozen checks, twice a step for the run's two checkpoints."""
+    if not _overrides(cb, Callback, name):
+        return False
+    return not (
+        name == "on_train_batch_end"
+        and isinstance(cb, ModelCheckpoint)
+        and not _overrides(cb, ModelCheckpoint, name)
+        and cb._every_n_train_steps < 1
+        and cb._train_time_interval is None
+    )
 
 
 def lean_blocker(trainer: L.Trainer) -> str | None:
@@ -123,7 +139,7 @@ class LeanEpochLoop(_TrainingEpochLoop):
         module = trainer.lightning_module
         # Resolved once per epoch: the bound hooks that do something, per hook name.
         self._callback_hooks = {
-            name: [getattr(cb, name) for cb in trainer.callbacks if _overrides(cb, Callback, name)]
+            name: [getattr(cb, name) for cb in trainer.callbacks if _acts(cb, name)]
             for name in _CALLBACK_HOOKS
         }
         self._module_hooks = {

@@ -67,6 +67,29 @@ def test_metrics_csv_has_one_row_per_epoch(tiny_run, tiny_sizes):
     assert float(rows[-1]["train/loss"]) < float(rows[0]["train/loss"])
 
 
+def test_tensorboard_has_every_epoch_value_of_metrics_csv_at_the_epochs_step(tiny_run):
+    """Training means, lr and throughput reach TensorBoard (published once an epoch, not through
+    ``self.log``), validation through Lightning's logging: each at the step metrics.csv gives."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = tiny_run
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    rows = _rows(run_dir)
+    keys = [k for k in rows[0] if k not in ("epoch", "step")]
+    assert {"train/loss", "train/acc", "train/kd", "lr", "train/images_per_s", "val/acc"} <= set(keys)
+    assert set(keys) <= tags, f"not in TensorBoard: {set(keys) - tags}"
+    for key in keys:
+        points = {e.step: e.value for e in events.Scalars(key)}
+        # Lightning logs validation before it counts the epoch's last step: one step earlier.
+        earlier = 1 if key.startswith("val/") else 0
+        for r in rows:
+            step = int(r["step"]) - earlier
+            assert step in points, (key, sorted(points), step)
+            assert points[step] == pytest.approx(float(r[key]), rel=1e-5, abs=1e-6), key
+    assert [e.value for e in events.Scalars("epoch")][-1] == len(rows) - 1
+
+
 def test_summary(tiny_run, tiny_sizes):
     run_dir, summary = tiny_run
     on_disk = json.loads((run_dir / "summary.json").read_text())

@@ -10,6 +10,8 @@ from typing import Any
 
 import lightning as L
 
+from patchswap.engine.epoch_values import publish_epoch_values
+
 __all__ = [
     "FAULT_ENV",
     "FAULT_SIGNAL_ENV",
@@ -84,8 +86,11 @@ class EpochMetricsCSV(L.Callback):
         if throughput is not None:
             images, seconds = throughput()
             world = max(1, trainer.world_size)
-            pl_module.log("train/images_per_s", world * images / max(seconds, 1e-9), sync_dist=True)
-            pl_module.log("train/epoch_seconds", seconds, sync_dist=True)
+            values = {
+                "train/images_per_s": world * images / max(seconds, 1e-9),
+                "train/epoch_seconds": seconds,
+            }
+            publish_epoch_values(trainer, values, pl_module.device)
         if trainer.sanity_checking:
             return
         # Every rank reads the metrics: reading computes (and syncs, for sync_dist values) the epoch's

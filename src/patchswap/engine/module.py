@@ -5,9 +5,9 @@ Its randomness comes from :mod:`patchswap.engine.seeded`, its optimizer from
 
 A training step never waits for the device: nothing in it reads a device value on the host. The
 step's loss, accuracy and method parts are summed on the device (one ``stack`` and one ``add_`` per
-step) and logged once, as epoch means, at the epoch's last step; the learning rate and images/s are
-host numbers; the progress bar reads ``step_loss`` every few steps without waiting
-(:mod:`patchswap.engine.progress`).
+step) and published once, as epoch means, at the epoch's last step (:mod:`.epoch_values`); the
+learning rate and images/s are host numbers; the progress bar reads ``step_loss`` every few steps
+without waiting (:mod:`patchswap.engine.progress`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibratio
 
 from patchswap.data import DeviceAugment
 from patchswap.engine.config import OptimSection
+from patchswap.engine.epoch_values import publish_epoch_values
 from patchswap.engine.loaders import IGNORE_LABEL
 from patchswap.engine.optimization import configure_optimization
 from patchswap.engine.seeded import SeededTraining
@@ -195,12 +196,15 @@ class ClassifierModule(SeededTraining):
             self._log_epoch_means()
 
     def _log_epoch_means(self) -> None:
-        """The epoch's training means, reduced across ranks once (one collective per value per epoch)."""
+        """The epoch's training means and mean learning rate, reduced across ranks in one collective and
+        published at once (:mod:`patchswap.engine.epoch_values`, not a ``self.log`` per value)."""
         if not self._epoch_sums:
             return
-        for key, value in self._epoch_sums.means().items():
-            self.log(f"train/{key}", value, on_step=False, on_epoch=True, sync_dist=True)
-        self.log("lr", self._lr_sum / max(1, self._lr_steps), on_step=False, on_epoch=True, sync_dist=True)
+        values: dict[str, torch.Tensor | float] = {
+            f"train/{key}": value for key, value in self._epoch_sums.means().items()
+        }
+        values["lr"] = self._lr_sum / max(1, self._lr_steps)
+        publish_epoch_values(self.trainer, values, self.device)
         self._epoch_sums.clear()
 
     def on_train_epoch_end(self) -> None:

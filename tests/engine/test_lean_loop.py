@@ -233,3 +233,19 @@ def test_checkpoints_inside_an_epoch_are_still_saved_and_epoch_end_ones_skip_the
         if lean:
             per_step = loop._callback_hooks["on_train_batch_end"]
             assert (checkpoint.on_train_batch_end in per_step) == bool(every)
+
+
+def test_a_batch_already_on_the_device_is_kept_and_any_other_is_moved():
+    from patchswap.engine.lean_loop import _to_device
+
+    cpu = torch.device("cpu")
+    on = (torch.zeros(2), torch.ones(2, dtype=torch.long))
+    assert _to_device(on, cpu) is on  # nothing to move: the very batch, no copy of the tuple
+    listed = [*on]
+    assert _to_device(listed, cpu) is listed
+    mixed = {"x": torch.zeros(2).double(), "meta": "name"}  # another collection: Lightning's walk
+    moved = _to_device(mixed, cpu)
+    assert moved["meta"] == "name" and torch.equal(moved["x"], mixed["x"])
+    meta = torch.zeros(2, device="meta")  # a tensor elsewhere is moved (to the CPU it cannot be: raises)
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        _to_device((meta,), cpu)

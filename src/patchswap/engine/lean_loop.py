@@ -189,7 +189,7 @@ class LeanEpochLoop(_TrainingEpochLoop):
         progress.is_last_batch = data_fetcher.done
 
         batch = trainer.precision_plugin.convert_input(batch)
-        batch = move_data_to_device(batch, trainer.strategy.root_device)
+        batch = _to_device(batch, trainer.strategy.root_device)
         after_transfer = self._module_hooks["on_after_batch_transfer"]
         if after_transfer is not None:
             batch = self._module_call("on_after_batch_transfer", after_transfer, batch, 0)
@@ -265,6 +265,15 @@ class LeanEpochLoop(_TrainingEpochLoop):
         optimizer.step()
         optim_progress.step.increment_completed()
         return {"loss": loss.detach(), **extra} if loss is not None else {}
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """``move_data_to_device``, without its walk over the collection (about 40 us a step on a 2-core CPU)
+    for the usual batch: a tuple or list of tensors already on ``device`` (``Tensor.to`` would return
+    each one itself)."""
+    if type(batch) in (tuple, list) and all(type(t) is torch.Tensor and t.device == device for t in batch):
+        return batch
+    return move_data_to_device(batch, device)
 
 
 def _loss_and_extra(output: Any) -> tuple[torch.Tensor | None, dict[str, Any]]:

@@ -180,9 +180,10 @@ DLB_OFFICIAL = ["--method", "dlb", "--dlb.form", "official"]
 
 
 def _method_argv(tiny_argv, run_dir, method):
+    # No validation: best.ckpt is then linked to each last.ckpt, under DDP and through the kills too.
     return [
         *CLI,
-        *tiny_argv(run_dir, trainer__epochs="3", data__train_subset=str(DDP_TRAIN)),
+        *tiny_argv(run_dir, trainer__epochs="3", data__train_subset=str(DDP_TRAIN), data__val_split="0"),
         "--trainer.checkpoint_every_n_steps",
         "4",
         *method,
@@ -243,6 +244,8 @@ def test_ddp_killed_run_resumes_each_ranks_method_state(
     different = [k for k in want if not torch.equal(want[k], got[k])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
     assert_same_training_means(whole, killed_dir)  # inside an epoch: each rank's running sums came back
+    for run_dir in (whole, killed_dir):
+        assert (run_dir / "checkpoints" / "best.ckpt").samefile(run_dir / "checkpoints" / "last.ckpt")
 
 
 FAILING_WRITE = r"""

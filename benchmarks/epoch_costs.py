@@ -28,6 +28,7 @@ import lightning as L
 import torch
 from _common import machine
 from lightning.pytorch.loops.fetchers import _PrefetchDataFetcher
+from overhead import CPU_DEFAULT, overrides
 
 from patchswap.engine.config import load_config
 from patchswap.engine.guard import RunGuard
@@ -99,22 +100,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=11, help="epochs (the first is a warm-up)")
     args = ap.parse_args()
-    cfg = load_config(
-        None,
-        {
-            "method": "ips",
-            "ips.pairing": "partner",
-            "data.name": "digits",
-            "data.val_split": "0",
-            "data.batch_size": "32",
-            "model.name": "resnet8",
-            "trainer.precision": "32-true",
-            "trainer.accelerator": "cpu",
-            "trainer.epochs": str(args.epochs),
-            "trainer.progress_bar": "false",
-            "trainer.seed": "0",
-        },
-    )
+    # overhead.py's CPU case: its config, so both scripts time the same run.
+    case = argparse.Namespace(data=CPU_DEFAULT["data"], model=CPU_DEFAULT["model"], device="cpu")
+    cfg = load_config(None, overrides(case, 64, "fp32", compiled=False, epochs=args.epochs))
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp, quiet_lightning(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

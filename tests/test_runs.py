@@ -305,3 +305,22 @@ def test_a_weights_file_given_for_a_checkpoint_says_what_to_pass(tmp_path):
     save_file({"w": torch.zeros(2)}, str(path))
     with pytest.raises(CheckpointError, match="weights alone; pass the run directory or a .ckpt checkpoint"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard link", "no links: a copy"])
+def test_link_over_makes_the_target_the_source_and_leaves_nothing_else(links, tmp_path, monkeypatch):
+    from patchswap.runs import link_over
+
+    source, target = tmp_path / "last.ckpt", tmp_path / "best.ckpt"
+    source.write_bytes(b"new state")
+    target.write_bytes(b"old state")
+    if not links:
+
+        def no_link(*args, **kwargs):
+            raise OSError(1, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_link)
+    link_over(source, target)
+    assert target.read_bytes() == b"new state" and source.read_bytes() == b"new state"
+    assert target.samefile(source) == links
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]

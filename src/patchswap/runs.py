@@ -115,10 +115,12 @@ def link_over(source: str | Path, target: str | Path) -> None:
     tmp.unlink(missing_ok=True)
     try:
         os.link(source, tmp)
-    except OSError:
+    except OSError:  # no hard links here: a copy, written as atomically and durably as any save
         import shutil
 
-        shutil.copyfile(source, tmp)
+        with source.open("rb") as f:
+            atomic_write(target, lambda out: shutil.copyfileobj(f, out))
+        return
     os.replace(tmp, target)
     _sync_folder(target.parent)
 

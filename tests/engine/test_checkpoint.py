@@ -90,3 +90,21 @@ def test_linked_checkpoint_saves_itself_when_the_source_did_not_save_at_its_step
     assert not (folder / "last.ckpt").exists()
     assert load_checkpoint(folder / "best.ckpt")["global_step"] == 4
     assert best.state_key.startswith("ModelCheckpoint{")  # resumes the state of a plain ModelCheckpoint
+
+
+def test_linked_checkpoint_saves_itself_when_its_source_holds_other_state(tmp_path):
+    folder = str(tmp_path)
+    last = ModelCheckpoint(dirpath=folder, filename="last", save_weights_only=True)
+    best = LinkedCheckpoint(last, dirpath=folder, filename="best", mode="max")
+    trainer = L.Trainer(
+        max_epochs=1,
+        callbacks=[last, best],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(_Tiny())
+    assert not (tmp_path / "best.ckpt").samefile(tmp_path / "last.ckpt")  # weights only: another file
+    assert "optimizer_states" in load_checkpoint(tmp_path / "best.ckpt")
+    with pytest.raises(ValueError, match="differ from its source"):
+        LinkedCheckpoint(last, dirpath=folder, filename="best")  # the same state key as its source

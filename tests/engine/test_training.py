@@ -69,7 +69,7 @@ def test_metrics_csv_has_one_row_per_epoch(tiny_run, tiny_sizes):
 
 def test_tensorboard_has_every_epoch_value_of_metrics_csv_at_the_epochs_step(tiny_run):
     """Training means, lr and throughput reach TensorBoard (published once an epoch, not through
-    ``self.log``), validation through Lightning's logging: each at the step metrics.csv gives."""
+    ``self.log``) at the same step as the validation values Lightning logs."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir, _ = tiny_run
@@ -81,10 +81,9 @@ def test_tensorboard_has_every_epoch_value_of_metrics_csv_at_the_epochs_step(tin
     assert set(keys) <= tags, f"not in TensorBoard: {set(keys) - tags}"
     for key in keys:
         points = {e.step: e.value for e in events.Scalars(key)}
-        # Lightning logs validation before it counts the epoch's last step: one step earlier.
-        earlier = 1 if key.startswith("val/") else 0
+        # Lightning logs an epoch's values at its last step counted from 0: metrics.csv's step less one.
         for r in rows:
-            step = int(r["step"]) - earlier
+            step = int(r["step"]) - 1
             assert step in points, (key, sorted(points), step)
             assert points[step] == pytest.approx(float(r[key]), rel=1e-5, abs=1e-6), key
     assert [e.value for e in events.Scalars("epoch")][-1] == len(rows) - 1
@@ -234,6 +233,19 @@ def test_validating_every_second_epoch_leaves_no_stale_val_rows(tiny_overrides, 
     assert [bool(r["val/acc"]) for r in rows] == [False, True, False, True]
     best = max(float(rows[1]["val/acc"]), float(rows[3]["val/acc"]))
     assert summary["val"]["acc"] == pytest.approx(best, abs=1e-6)
+
+
+def test_without_validation_every_epoch_end_links_best_even_when_validating_every_second_epoch(
+    tiny_overrides, tmp_path
+):
+    """Without a validation split there is no validation to wait for: best.ckpt follows last.ckpt at
+    every epoch's end whatever ``val_every_n_epochs`` says (Lightning alone would defer it forever)."""
+    run_dir = tmp_path / "run"
+    over = tiny_overrides(run_dir, data__val_split="0", trainer__epochs="2", trainer__val_every_n_epochs="2")
+    summary = train(load_config(None, over))
+    ckpts = run_dir / "checkpoints"
+    assert (ckpts / "best.ckpt").samefile(ckpts / "last.ckpt")
+    assert summary["best_checkpoint"] == "checkpoints/best.ckpt" and summary["best_epoch"] == 2
 
 
 # -- kill and resume -----------------------------------------------------------------------------------

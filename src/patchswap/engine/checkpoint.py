@@ -54,6 +54,11 @@ class LinkedCheckpoint(ModelCheckpoint):
     def __init__(self, source: ModelCheckpoint, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.source = source
+        if self.state_key == source.state_key:  # Lightning would refuse two callbacks with one state
+            raise ValueError(
+                "LinkedCheckpoint needs options that differ from its source's in its state key (monitor, "
+                "mode, every_n_train_steps, every_n_epochs or train_time_interval), e.g. mode='max'"
+            )
 
     @property
     def state_key(self) -> str:
@@ -62,7 +67,8 @@ class LinkedCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         saved = self.source._last_checkpoint_saved
-        if not saved or self.source._last_global_step_saved != trainer.global_step:
+        same_state = self.source.save_weights_only == self.save_weights_only
+        if not saved or not same_state or self.source._last_global_step_saved != trainer.global_step:
             super()._save_checkpoint(trainer, filepath)
             return
         # The same decision on every rank (no checkpoint is dumped, so no rank enters a collective that

@@ -6,7 +6,8 @@ learning rate, images/s and the epoch's seconds, 12-15 ms an epoch, 1.5-2% of a 
 (docs/benchmarks.md). The values are reduced across ranks here in one collective (not one each), then
 set where Lightning's epoch-end logging would put them: ``trainer.callback_metrics`` (metrics.csv, the
 progress line, EarlyStopping and ModelCheckpoint monitors) and a point of every logger (TensorBoard) at
-the epoch's step. Validation and test keep ``self.log``: ``Trainer.validate`` returns what it logged.
+the epoch's step. They are not in ``trainer.logged_metrics`` (nothing here reads it). Validation and
+test keep ``self.log``: ``Trainer.validate`` returns what it logged.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def publish_epoch_values(
     reduced = dict(zip(names, vec.unbind(), strict=True))
     trainer.callback_metrics.update(reduced)
     if trainer.loggers and trainer.is_global_zero:
-        # As Lightning logs epoch values: the epoch along, at the step of the batches that stepped.
+        # As Lightning logs epoch values: the epoch along, at the epoch's last step counted from 0 (its
+        # fit loop steps its counter back by one for them), where its validation values are logged too.
         scalars = {**dict(zip(names, vec.tolist(), strict=True)), "epoch": trainer.current_epoch}
         for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=trainer.global_step)
+            logger.log_metrics(scalars, step=max(0, trainer.global_step - 1))
             logger.save()
     return reduced

@@ -128,7 +128,9 @@ def run_callbacks(
         auto_insert_metric_name=False,
     )
     if monitor is None:  # the best is the newest: a link to the epoch's last.ckpt, after it
-        checkpoint: ModelCheckpoint = LinkedCheckpoint(last, **best_options)
+        # At every epoch's end: left to Lightning, trainer.val_every_n_epochs > 1 would defer it to a
+        # validation that never runs, and no best.ckpt would be written at all.
+        checkpoint: ModelCheckpoint = LinkedCheckpoint(last, save_on_train_epoch_end=True, **best_options)
         saves = [last, checkpoint]
     else:
         checkpoint = ModelCheckpoint(**best_options)

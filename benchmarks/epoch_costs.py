@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import sys
 import tempfile
 import time
@@ -28,11 +27,10 @@ import lightning as L
 import torch
 from _common import machine
 from lightning.pytorch.loops.fetchers import _PrefetchDataFetcher
-from overhead import CPU_DEFAULT, overrides
+from overhead import CPU_DEFAULT, engine_trainer, fit_quietly, overrides
 
 from patchswap.engine.config import load_config
-from patchswap.engine.guard import RunGuard
-from patchswap.engine.harness import quiet_lightning, run_callbacks
+from patchswap.engine.harness import quiet_lightning
 from patchswap.engine.training import ClassificationRun
 
 EPOCH_HOOKS = ("on_train_epoch_start", "on_train_epoch_end")
@@ -106,13 +104,7 @@ def main() -> None:
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp, quiet_lightning(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_dir = Path(tmp) / "run"
-        cfg.trainer.run_dir = str(run_dir)
-        run = ClassificationRun(cfg)
-        run.method.prepare_training()
-        guard = RunGuard(run_dir, cfg.trainer, resume_command="")
-        _, callbacks = run_callbacks(run_dir, None, guard=guard)
-        trainer = run.trainer(run_dir, callbacks=callbacks)
+        run, trainer = engine_trainer(cfg, Path(tmp) / "run", [])
         fit_loop = trainer.fit_loop
         clock.patch(fit_loop, "advance", "epoch: the training steps (fit loop advance)")
         clock.patch(fit_loop, "on_advance_start", "epoch: epoch start (fit loop on_advance_start)")
@@ -125,12 +117,7 @@ def main() -> None:
             start()
 
         fit_loop.on_advance_start = start_after_warmup  # type: ignore[method-assign]
-        stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115 - the per-epoch lines
-        try:
-            trainer.fit(run.module, datamodule=run.datamodule)
-        finally:
-            sys.stdout.close()
-            sys.stdout = stdout
+        fit_quietly(run, trainer)
     epochs = clock.calls["epoch: the training steps (fit loop advance)"]
     steps = clock.calls["step: the whole step"]
     print(f"# `{' '.join(['python', *sys.argv])}`")

@@ -136,6 +136,28 @@ def overrides(args: argparse.Namespace, images: int, precision: str, compiled: b
     }
 
 
+def engine_trainer(cfg, run_dir: Path, extra: list[Any]) -> tuple[ClassificationRun, L.Trainer]:
+    """The run and its trainer as `patchswap train` builds them for a fit without validation: the run's
+    callbacks with its run guard, then ``extra``."""
+    cfg.trainer.run_dir = str(run_dir)
+    run = ClassificationRun(cfg)
+    run.method.prepare_training()
+    guard = RunGuard(run_dir, cfg.trainer, resume_command="")
+    _, callbacks = run_callbacks(run_dir, None, guard=guard)
+    return run, run.trainer(run_dir, callbacks=[*callbacks, *extra])
+
+
+def fit_quietly(run: ClassificationRun, trainer: L.Trainer) -> None:
+    """``trainer.fit`` without the per-epoch progress lines on stdout."""
+    quiet = open(os.devnull, "w")  # noqa: SIM115 - closed below
+    stdout, sys.stdout = sys.stdout, quiet
+    try:
+        trainer.fit(run.module, datamodule=run.datamodule)
+    finally:
+        sys.stdout = stdout
+        quiet.close()
+
+
 def interleaved_epochs(
     cfg, device: torch.device, precision: str, compiled: bool
 ) -> tuple[list, list, list, list]:
@@ -145,21 +167,10 @@ def interleaved_epochs(
     plain = PlainLoop(cfg, device, precision, compiled)
     with tempfile.TemporaryDirectory() as tmp, quiet_lightning(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cfg.trainer.run_dir = str(Path(tmp) / "run")
-        run = ClassificationRun(cfg)
-        run.method.prepare_training()
-        guard = RunGuard(cfg.trainer.run_dir, cfg.trainer, resume_command="")  # as `patchswap train` has it
-        _, callbacks = run_callbacks(Path(cfg.trainer.run_dir), None, guard=guard)
         timer = Interleave(plain, device)
-        trainer = run.trainer(Path(cfg.trainer.run_dir), callbacks=[*callbacks, timer])
+        run, trainer = engine_trainer(cfg, Path(tmp) / "run", [timer])
         timer.time_checkpoints(trainer)
-        quiet = open(os.devnull, "w")  # noqa: SIM115 - the per-epoch progress lines
-        stdout, sys.stdout = sys.stdout, quiet
-        try:
-            trainer.fit(run.module, datamodule=run.datamodule)
-        finally:
-            sys.stdout = stdout
-            quiet.close()
+        fit_quietly(run, trainer)
     return timer.ours[1:], timer.steps[1:], timer.theirs[1:], timer.no_ckpt[1:]
 
 

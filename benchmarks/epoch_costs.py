@@ -26,7 +26,6 @@ from typing import Any
 import lightning as L
 import torch
 from _common import machine
-from lightning.pytorch.loops.fetchers import _PrefetchDataFetcher
 from overhead import CPU_DEFAULT, engine_trainer, fit_quietly, overrides
 
 from patchswap.engine.config import load_config
@@ -88,8 +87,7 @@ def instrument(clock: Clock, trainer: L.Trainer, run: ClassificationRun) -> None
         return clock.wrap(f"step: hook {name}", hook)(name, *args)
 
     loop._hook = timed_hook  # type: ignore[method-assign]
-    fetcher = _PrefetchDataFetcher.__next__
-    _PrefetchDataFetcher.__next__ = clock.wrap("step: the next batch (Lightning's fetcher)", fetcher)  # type: ignore[method-assign]
+    clock.patch(loop, "_next_batch", "step: the next batch")
     backward = torch.Tensor.backward
     torch.Tensor.backward = clock.wrap("step: backward", backward)  # type: ignore[method-assign]
 

@@ -35,7 +35,7 @@ def test_epoch_costs_times_every_part_once_per_step_or_epoch(subprocess_env):
     rows = _rows(done.stdout)
     steps = rows["the whole step"][1]  # calls per epoch
     assert steps == 44  # the digits' 1,440-odd training images in 32 pairs a step
-    for name in ("backward", "training_step", "the model's forward", "the next batch (Lightning's fetcher)"):
+    for name in ("backward", "training_step", "the model's forward", "the next batch"):
         assert rows[name][1] == steps, name
     assert rows["checkpoint writes (save_checkpoint, in the above)"][1] == 1  # one save: best is a link
     assert rows["LinkedCheckpoint.on_train_epoch_end"][1] == 1

@@ -101,6 +101,7 @@ def test_the_direct_step_trains_exactly_as_lightnings_step(method, precision, ti
 
     steps = lean_ckpt["global_step"]
     assert steps > 0 and lean_loop.lean_steps == steps and lean_loop.blocker is None
+    assert lean_loop._direct_fetch  # the engine's one loader: batches straight from its iterator
     assert ref_loop.lean_steps == 0 and ref_loop.blocker == "trainer.lean_loop is off"
     for key, value in ref_ckpt["state_dict"].items():
         assert torch.equal(lean_ckpt["state_dict"][key], value), key
@@ -169,6 +170,83 @@ def _fit_tiny(module: _Tiny, lean: bool, **trainer_kwargs: Any) -> LeanEpochLoop
         loop = install_lean_loop(trainer, enabled=lean)
         trainer.fit(module)
     return loop
+
+
+class _Logged(_Tiny):
+    """Logs from its training step (Lightning's logger bookkeeping at every step)."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.log("step_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        return loss
+
+
+class _TwoLoaders(_Tiny):
+    """A collection of loaders: each batch is a dict of both (Lightning's combined loader unflattens it)."""
+
+    def training_step(self, batch, batch_idx):
+        return super().training_step(batch["a"], batch_idx) + super().training_step(batch["b"], batch_idx)
+
+    def train_dataloader(self):
+        loader = super().train_dataloader()
+        return {"a": loader, "b": torch.utils.data.DataLoader(loader.dataset, batch_size=16)}
+
+
+class _FetchCounters(L.Callback):
+    """The fetcher's and the combined loader's counters at each epoch's end (what Lightning reads next)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        fetcher = trainer.fit_loop._data_fetcher
+        cycle = fetcher.iterator._iterator
+        self.seen.append((fetcher.fetched, fetcher.done, cycle._idx, list(cycle._consumed)))
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs", "direct"),
+    [
+        (_Tiny, {}, True),
+        (_Tiny, {"limit_train_batches": 5}, True),
+        (_Logged, {}, True),
+        (_TwoLoaders, {}, False),
+    ],
+    ids=["one loader", "limited batches", "logging every step", "two loaders"],
+)
+def test_batches_and_logged_values_come_as_through_lightnings_fetcher_and_logger(
+    make, kwargs, direct, tmp_path
+):
+    """The direct step takes one loader's batches from its iterator (not through Lightning's fetcher,
+    combined loader and pytree) and leaves out the logger bookkeeping when nothing was logged; the
+    counters Lightning reads next, the logged values and the weights are the same as its own step's."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    got = []
+    for lean in (True, False):
+        module, counters = make(), _FetchCounters()
+        logger = CSVLogger(tmp_path, name=str(lean), version=0)
+        loop = _fit_tiny(module, lean, callbacks=[counters], logger=logger, log_every_n_steps=2, **kwargs)
+        assert (loop.lean_steps > 0) == lean
+        trainer = module.trainer
+        metrics = (trainer.logged_metrics, trainer.callback_metrics, trainer.progress_bar_metrics)
+        csv_file = tmp_path / str(lean) / "version_0" / "metrics.csv"  # none when nothing was logged
+        csv_text = csv_file.read_text() if csv_file.exists() else ""
+        got.append((loop, counters.seen, metrics, csv_text, _weights(module), loop.state_dict()))
+    (lean_loop, *lean_rest), (_, *ref_rest) = got
+    assert lean_loop._direct_fetch is direct
+    lean_seen, lean_metrics, lean_csv, lean_weights, lean_state = lean_rest
+    ref_seen, ref_metrics, ref_csv, ref_weights, ref_state = ref_rest
+    assert lean_seen == ref_seen and len(lean_seen) == 2
+    assert lean_state == ref_state
+    for a, b in zip(lean_weights, ref_weights, strict=True):
+        assert torch.equal(a, b)
+    for lean_values, ref_values in zip(lean_metrics, ref_metrics, strict=True):
+        assert lean_values.keys() == ref_values.keys()
+        for key, value in ref_values.items():
+            assert torch.equal(torch.as_tensor(lean_values[key]), torch.as_tensor(value)), key
+    assert lean_csv == ref_csv
+    assert ("step_loss_step" in ref_csv) == (make is _Logged)
 
 
 def _weights(module: nn.Module) -> list[torch.Tensor]:

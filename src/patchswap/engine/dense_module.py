@@ -12,7 +12,6 @@ the flips draw from the epoch's generator first, then the method's swaps.
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import torch
@@ -58,8 +57,6 @@ class DenseModule(SeededTraining):
         self.optim_cfg, self.seed, self.flip = optim, seed, flip
         self.class_names = list(class_names)
         self._generator: torch.Generator | None = None
-        self._epoch_images = 0
-        self._epoch_t0 = time.perf_counter()
         self.results: dict[str, dict[str, Any]] = {}
         self._metrics: SegmentationMetrics | DetectionMetrics | None = None
 
@@ -87,7 +84,7 @@ class DenseModule(SeededTraining):
         max_epochs = self.trainer.max_epochs or 1
         dense = DenseBatch(self.task, images, targets, self._generator, self.current_epoch, max_epochs)
         out = self.method(self.model, dense)
-        self._epoch_images += out.images if out.images is not None else n
+        self.tally.images += out.images if out.images is not None else n
         loss = out.loss
         self.log(
             "loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False, batch_size=n

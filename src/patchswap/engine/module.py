@@ -12,7 +12,6 @@ without waiting (:mod:`patchswap.engine.progress`).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -140,11 +139,7 @@ class ClassifierModule(SeededTraining):
         self.val_metrics = _EvalMetrics(num_classes)
         self.test_metrics = _EvalMetrics(num_classes)
         self._generator: torch.Generator | None = None
-        self._epoch_images = 0
-        self._epoch_t0 = time.perf_counter()
         self._epoch_sums = _EpochSums()
-        self._lr_sum, self._lr_steps = 0.0, 0
-        self.step_loss: torch.Tensor | None = None  # the last step's loss, on the device (progress bar)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y, index = batch
@@ -172,22 +167,25 @@ class ClassifierModule(SeededTraining):
         mb.raw, mb.augment = raw, self._train_view
         out = self.method(self.model, mb)
         n = x.shape[0]
-        self._epoch_images += out.images if out.images is not None else n
-        loss = out.loss.detach()
-        self.step_loss = loss
-        with torch.no_grad():
-            acc = (out.logits.argmax(1) == out.targets).float().mean()
+        tally = self.tally
+        tally.images += out.images if out.images is not None else n
+        loss = tally.step_loss = out.loss.detach()
+        acc = (out.logits.argmax(1) == out.targets).float().mean()  # integer argmax: no graph to leave out
         values = {"loss": loss, "acc": acc}
         values.update(out.parts)
         self._epoch_sums.add(values, n)
-        self._lr_sum += self.trainer.optimizers[0].param_groups[0]["lr"]  # a host number: no device work
-        self._lr_steps += 1
+        tally.lr_sum += self.trainer.optimizers[0].param_groups[0]["lr"]  # a host number: no device work
+        tally.lr_steps += 1
         return out.loss
 
+    @property
+    def step_loss(self) -> torch.Tensor | None:
+        """The last step's loss, on the device: the progress bar reads it every few steps."""
+        return self.tally.step_loss
+
     def on_train_epoch_start(self) -> None:
-        super().on_train_epoch_start()
+        super().on_train_epoch_start()  # a fresh tally: images, lr sums
         self._epoch_sums.clear()
-        self._lr_sum, self._lr_steps = 0.0, 0
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # The epoch's means are logged at its last step, not in on_train_epoch_end: Lightning calls the
@@ -203,7 +201,7 @@ class ClassifierModule(SeededTraining):
         values: dict[str, torch.Tensor | float] = {
             f"train/{key}": value for key, value in self._epoch_sums.means().items()
         }
-        values["lr"] = self._lr_sum / max(1, self._lr_steps)
+        values["lr"] = self.tally.lr_sum / max(1, self.tally.lr_steps)
         publish_epoch_values(self.trainer, values, self.device)
         self._epoch_sums.clear()
 
@@ -215,11 +213,11 @@ class ClassifierModule(SeededTraining):
         return self.method.rank_state()
 
     def epoch_log_state(self) -> Any:
-        return {"sums": self._epoch_sums.state(), "lr": (self._lr_sum, self._lr_steps)}
+        return {"sums": self._epoch_sums.state(), "lr": (self.tally.lr_sum, self.tally.lr_steps)}
 
     def load_epoch_log_state(self, state: Any) -> None:
         self._epoch_sums.load(state["sums"], self.device)
-        self._lr_sum, self._lr_steps = float(state["lr"][0]), int(state["lr"][1])
+        self.tally.lr_sum, self.tally.lr_steps = float(state["lr"][0]), int(state["lr"][1])
 
     def load_method_rank_states(self, states: list[Any], rank: int) -> None:
         self.method.load_rank_states(states, rank, self.device)

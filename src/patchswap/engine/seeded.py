@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -24,7 +25,14 @@ import torch
 
 from patchswap.seeding import derive_seed, generator, step_seed
 
-__all__ = ["METHOD_RANKS_KEY", "RESUME_KEY", "SeededTraining", "seed_step", "start_epoch_randomness"]
+__all__ = [
+    "METHOD_RANKS_KEY",
+    "RESUME_KEY",
+    "EpochTally",
+    "SeededTraining",
+    "seed_step",
+    "start_epoch_randomness",
+]
 
 RESUME_KEY = "patchswap_epoch_generator"
 """Checkpoint key of ``{"epoch": E, "state": ByteTensor}``: the epoch's generator at the checkpoint."""
@@ -95,32 +103,44 @@ def seed_step(module: L.LightningModule, seed: int, batch_idx: int) -> None:
         torch.manual_seed(seed_now)  # another accelerator (mps, xpu, ...): seed every backend
 
 
+@dataclass(slots=True)
+class EpochTally:
+    """This process's running counts of the current epoch, in a plain object: they change at every step,
+    and each write to a LightningModule's attribute goes through ``nn.Module.__setattr__`` (about 4 us
+    on a 2-core CPU, five a step)."""
+
+    images: int = 0  # images trained on (a pair's two views count twice)
+    batches: int = 0  # batches trained on here (none in a run resumed from the epoch's end)
+    t0: float = field(default_factory=time.perf_counter)  # the epoch's start on the host clock
+    lr_sum: float = 0.0  # the optimizer's lr summed over the steps (the logged mean lr)
+    lr_steps: int = 0
+    step_loss: torch.Tensor | None = None  # the last step's loss, on the device (progress bar)
+
+
 class SeededTraining(L.LightningModule):
     """Epoch hooks shared by the training modules: (seed, epoch, step)-derived randomness and a clock.
 
-    Subclasses set ``self.seed`` and count ``self._epoch_images``; ``self._generator`` is the epoch's
-    generator for augmentation and swaps.
+    Subclasses set ``self.seed`` and count their images in ``self.tally``; ``self._generator`` is the
+    epoch's generator for augmentation and swaps.
     """
 
     seed: int
     _generator: torch.Generator | None = None
-    _epoch_images: int = 0
-    _epoch_t0: float = 0.0
 
     _saved_generator: dict[str, Any] | None = None
 
-    _batches_here: int = 0  # batches this process has trained on in the current epoch
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tally = EpochTally()
 
     def on_train_epoch_start(self) -> None:
         self._generator = start_epoch_randomness(self, self.seed)
-        self._epoch_images = 0
-        self._epoch_t0 = time.perf_counter()
-        self._batches_here = 0
+        self.tally = EpochTally()
 
     def ran_batches_here(self) -> bool:
         """Whether this process trained on any batch of the current epoch (False for a run resumed from
         a checkpoint written at its epoch's end, whose batches all ran before the restart)."""
-        return self._batches_here > 0
+        return self.tally.batches > 0
 
     _saved_method_states: list[Any] | None = None
 
@@ -143,7 +163,8 @@ class SeededTraining(L.LightningModule):
         if self._generator is None:
             return
         state, log = self._generator.get_state(), self.epoch_log_state()
-        clock = (self._epoch_images, time.perf_counter() - self._epoch_t0)  # the epoch's images and seconds
+        tally = self.tally
+        clock = (tally.images, time.perf_counter() - tally.t0)  # the epoch's images and seconds
         saved: dict[str, Any] = {"epoch": self.current_epoch, "state": state, "log": log, "clock": clock}
         world, _ = _ranks(self)
         if world > 1:  # a collective: every rank dumps the checkpoint, rank 0 alone writes it
@@ -194,8 +215,7 @@ class SeededTraining(L.LightningModule):
             return
         clock = self._saved_state("clock")  # the epoch's images and seconds count the part before the stop
         images, seconds = clock if clock is not None else (0, 0.0)
-        self._epoch_images, self._epoch_t0 = int(images), time.perf_counter() - float(seconds)
-        self._batches_here = 0
+        self.tally = EpochTally(images=int(images), t0=time.perf_counter() - float(seconds))
         self._generator = start_epoch_randomness(self, self.seed)
         log = self._saved_state("log")
         if log is not None:  # the means logged at the epoch's end cover the steps before the restart too
@@ -213,8 +233,8 @@ class SeededTraining(L.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         seed_step(self, self.seed, batch_idx)
-        self._batches_here += 1
+        self.tally.batches += 1
 
     def epoch_throughput(self) -> tuple[int, float]:
         """Images trained on and seconds spent so far in the current epoch (this process)."""
-        return self._epoch_images, time.perf_counter() - self._epoch_t0
+        return self.tally.images, time.perf_counter() - self.tally.t0

@@ -327,3 +327,21 @@ def test_a_batch_already_on_the_device_is_kept_and_any_other_is_moved():
     meta = torch.zeros(2, device="meta")  # a tensor elsewhere is moved (to the CPU it cannot be: raises)
     with pytest.raises((NotImplementedError, RuntimeError)):
         _to_device((meta,), cpu)
+
+
+@pytest.mark.parametrize("on_nonfinite", ["stop", "skip_step"])
+def test_a_hook_a_callback_calls_idle_in_this_run_is_left_out_of_the_step(on_nonfinite, tmp_path):
+    """The run guard's gradient check runs only with ``on_nonfinite skip_step``: otherwise the direct
+    step does not call its (immediately returning) ``on_before_optimizer_step``; its loss and stop
+    checks at each batch's end stay."""
+    from patchswap.engine.config import TrainerSection
+    from patchswap.engine.guard import RunGuard
+
+    guard = RunGuard(tmp_path, TrainerSection(on_nonfinite=on_nonfinite), resume_command="")
+    loop = _fit_tiny(_Tiny(), True, callbacks=[guard], enable_checkpointing=True)  # the guard is a Checkpoint
+    assert loop.lean_steps > 0
+    per_step = loop._callback_hooks
+    assert (guard.on_before_optimizer_step in per_step["on_before_optimizer_step"]) == (
+        on_nonfinite == "skip_step"
+    )
+    assert guard.on_train_batch_end in per_step["on_train_batch_end"]

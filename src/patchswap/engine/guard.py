@@ -199,6 +199,11 @@ class RunGuard(Checkpoint):
             "trainer.on_nonfinite skip_step skips such steps instead of stopping"
         )
 
+    def idle_step_hooks(self) -> frozenset[str]:
+        """The per-step hooks that return at once in this run: the direct training step
+        (:mod:`patchswap.engine.lean_loop`) leaves them out."""
+        return frozenset() if self.skip_nonfinite else frozenset({"on_before_optimizer_step"})
+
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any
     ) -> None:

@@ -76,11 +76,17 @@ def _overrides(obj: Any, base: type, name: str) -> bool:
 
 
 def _acts(cb: Callback, name: str) -> bool:
-    """Whether callback ``cb``'s hook ``name`` can do anything: it overrides the hook, and is not a
+    """Whether callback ``cb``'s hook ``name`` can do anything: it overrides the hook, the callback does
+    not list it in its ``idle_step_hooks()`` (the hooks it has nothing to do in, this run: e.g. the
+    run guard's gradient check without ``trainer.on_nonfinite skip_step``), and it is not a
     ModelCheckpoint that saves only at epoch ends (no ``every_n_train_steps``, no
     ``train_time_interval``), whose per-step hook then returns without acting under automatic
-    optimisation (Lightning 2.6) after a dozen checks, twice a step for the run's two checkpoints."""
+    optimisation (Lightning 2.6) after a dozen checks, twice a step for the run's two checkpoints.
+    Each hook left out saves a call chain of some 10 to 40 us a step on a 2-core CPU."""
     if not _overrides(cb, Callback, name):
+        return False
+    idle = getattr(cb, "idle_step_hooks", None)
+    if idle is not None and name in idle():
         return False
     return not (
         name == "on_train_batch_end"

@@ -192,6 +192,24 @@ class _TwoLoaders(_Tiny):
         return {"a": loader, "b": torch.utils.data.DataLoader(loader.dataset, batch_size=16)}
 
 
+class _ShortStream(torch.utils.data.IterableDataset):
+    """A stream whose length says 64 samples but which runs out after 40: the loader ends early."""
+
+    def __init__(self, data: torch.utils.data.TensorDataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self):
+        return (self.data[i] for i in range(40))
+
+
+class _ShortLoader(_Tiny):
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(_ShortStream(super().train_dataloader().dataset), batch_size=8)
+
+
 class _FetchCounters(L.Callback):
     """The fetcher's and the combined loader's counters at each epoch's end (what Lightning reads next)."""
 
@@ -209,26 +227,39 @@ class _FetchCounters(L.Callback):
     [
         (_Tiny, {}, True),
         (_Tiny, {"limit_train_batches": 5}, True),
+        (_ShortLoader, {}, True),
         (_Logged, {}, True),
         (_TwoLoaders, {}, False),
     ],
-    ids=["one loader", "limited batches", "logging every step", "two loaders"],
+    ids=["one loader", "limited batches", "a loader that ends early", "logging every step", "two loaders"],
 )
 def test_batches_and_logged_values_come_as_through_lightnings_fetcher_and_logger(
-    make, kwargs, direct, tmp_path
+    make, kwargs, direct, tmp_path, monkeypatch
 ):
     """The direct step takes one loader's batches from its iterator (not through Lightning's fetcher,
     combined loader and pytree) and leaves out the logger bookkeeping when nothing was logged; the
     counters Lightning reads next, the logged values and the weights are the same as its own step's."""
     from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.trainer.connectors.logger_connector.logger_connector import _LoggerConnector
 
+    batch_ends = []  # Lightning's per-batch logger bookkeeping, called or left out
+    on_batch_end = _LoggerConnector.on_batch_end
+
+    def counted(self: _LoggerConnector) -> None:
+        batch_ends.append(1)
+        on_batch_end(self)
+
+    monkeypatch.setattr(_LoggerConnector, "on_batch_end", counted)
     got = []
     for lean in (True, False):
+        batch_ends.clear()
         module, counters = make(), _FetchCounters()
         logger = CSVLogger(tmp_path, name=str(lean), version=0)
         loop = _fit_tiny(module, lean, callbacks=[counters], logger=logger, log_every_n_steps=2, **kwargs)
         assert (loop.lean_steps > 0) == lean
         trainer = module.trainer
+        logs = make is _Logged or not lean  # the direct step calls it only once something was logged
+        assert len(batch_ends) == (trainer.global_step if logs else 0)
         metrics = (trainer.logged_metrics, trainer.callback_metrics, trainer.progress_bar_metrics)
         csv_file = tmp_path / str(lean) / "version_0" / "metrics.csv"  # none when nothing was logged
         csv_text = csv_file.read_text() if csv_file.exists() else ""

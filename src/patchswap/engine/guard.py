@@ -201,7 +201,8 @@ class RunGuard(Checkpoint):
 
     def idle_step_hooks(self) -> frozenset[str]:
         """The per-step hooks that return at once in this run: the direct training step
-        (:mod:`patchswap.engine.lean_loop`) leaves them out."""
+        (:mod:`patchswap.engine.lean_loop`) leaves them out (a subclass that gives one of them work must
+        leave it out of this set)."""
         return frozenset() if self.skip_nonfinite else frozenset({"on_before_optimizer_step"})
 
     def on_before_optimizer_step(

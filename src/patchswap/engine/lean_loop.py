@@ -13,8 +13,8 @@ directly, when the run allows it (:func:`lean_blocker` says why not, otherwise):
 - the same progress counters (batch, optimizer step and zero_grad, schedulers), so checkpoints are
   the same and a run resumes exactly whichever loop wrote them;
 - the same learning-rate scheduling, through Lightning's own methods, and the same logger
-  bookkeeping, left out in an epoch where nothing was logged with ``self.log`` (it would only walk
-  empty collections);
+  bookkeeping, left out while nothing has been logged with ``self.log`` in training (it would only
+  walk empty collections; the engine publishes its training values once an epoch without it);
 - the same batches: one loader's (the usual fit) taken from its iterator, with the counters of
   Lightning's fetcher and combined loader kept as they would, any other through Lightning's fetcher.
 
@@ -233,7 +233,9 @@ class LeanEpochLoop(_TrainingEpochLoop):
 
         self._hook("on_train_batch_end", output, batch, batch_idx)
         results = trainer._results
-        if results is None or results:  # something was logged with self.log this epoch: Lightning's way
+        # Something was logged with self.log in training (Lightning keeps the keys for the rest of the
+        # fit): Lightning's bookkeeping.
+        if results is None or results:
             trainer._logger_connector.on_batch_end()
             progress.increment_completed()
             trainer._logger_connector.update_train_step_metrics()
@@ -249,6 +251,8 @@ class LeanEpochLoop(_TrainingEpochLoop):
         200 for the batch, measured in a fit alternating the two by epoch)."""
         if not self._direct_fetch:
             return next(data_fetcher)[0]
+        if data_fetcher.done:  # as the fetcher: nothing more is drawn from the loader
+            raise StopIteration
         cycle = data_fetcher.iterator._iterator  # CombinedLoader -> _MaxSizeCycle over the one loader
         try:
             batch = next(cycle.iterators[0])
